@@ -1,0 +1,45 @@
+# xbq: two commands matter. `make reproduce` runs the study, `make test` runs the tests.
+# Both create .venv and install the project into it when it is missing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.xbq-installed
+# numba's on-disk JIT cache lives inside the checkout; xbq keys it by a hash of its own
+# sources (xbq/_jit.py), so an edited kernel can never load stale machine code.
+export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache
+export PYTHONHASHSEED := 0
+
+.PHONY: all venv reproduce test test-slow bench lint clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,notebooks,dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## The main job: the whole study, end to end, into out/.
+reproduce: $(STAMP)
+	$(BIN)/xbq reproduce --out out
+
+## The default test run, with numba bounds checking on (an out-of-bounds index raises).
+test: $(STAMP)
+	NUMBA_BOUNDSCHECK=1 $(BIN)/python -m pytest -q
+
+## Long statistical tests (bootstrap coverage, long simulations).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+## Speed benchmarks: measured and reported, never asserted.
+bench: $(STAMP)
+	$(BIN)/python -m pytest -q -m benchmark -s -p no:randomly
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf .numba_cache .pytest_cache .hypothesis out

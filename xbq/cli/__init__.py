@@ -1,0 +1,111 @@
+"""The ``xbq`` command line.
+
+Each subcommand lives in its own module ``xbq.cli.<name>`` with two functions:
+``register(subparsers)`` adds its parser (and sets ``func``), and the function it sets runs
+it. Heavy imports (numba kernels, scipy) happen inside the command, so ``xbq --help`` is
+instant. Bad input surfaces as one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from xbq import __version__
+from xbq.errors import XbqError
+
+#: Subcommand modules, in the order ``--help`` lists them.
+COMMANDS = ("reproduce", "seed", "negotiate", "ring")
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: ``xbq negotiate: error: ...``."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> Parser:
+    """Return the top-level parser with every subcommand registered."""
+    parser = Parser(
+        prog="xbq",
+        description=(
+            "Study why one blkif ring behind one lock stops scaling and how far per-queue "
+            "rings take you: run the Xen PV block protocol, measure it, simulate it, fit "
+            "queueing models to it."
+        ),
+        epilog="Run 'xbq COMMAND --help' for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"xbq {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name in COMMANDS:
+        importlib.import_module(f"xbq.cli.{name}").register(sub)
+    return parser
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 0")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type: a comma-separated list of positive integers, e.g. ``1,4,8``."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must list integers >= 1")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``xbq`` command line and return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    prog = f"xbq {args.command}"
+    try:
+        return int(args.func(args) or 0)
+    except XbqError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug in xbq: still one line unless asked for the traceback
+        if os.environ.get("XBQ_DEBUG"):
+            raise
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc} "
+              "(set XBQ_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Tidy IOPS tables: the published seed table and any measurement of the same shape.
+
+A tidy IOPS table has one row per measured point: a ``series`` (driver or configuration),
+the concurrency variable (``jobs`` by default; ``queues`` or ``cores`` also work), and
+``iops`` (aggregate read+write I/O operations per second). Known constants of the machine,
+``queues`` and ``vcpus``, ride along as columns when the data has them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from xbq.errors import XbqError
+from xbq.paths import seed_csv
+
+SEED_COLUMNS = ("series", "jobs", "queues", "vcpus", "iops")
+
+
+def load_seed() -> pd.DataFrame:
+    """Return the 2015 multi-queue RFC table as a tidy frame.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``series`` (``single_ring`` or ``multi_ring``), ``jobs`` (fio numjobs),
+        ``queues`` (rings used), ``vcpus`` (guest vCPUs) and ``iops`` (read+write IOPS,
+        rounded to thousands by the source). Provenance: ``data/seed/xen-blkmq-rfc-2015.md``.
+
+    Examples
+    --------
+    >>> seed = load_seed()
+    >>> seed.groupby("series")["iops"].max().to_dict()
+    {'multi_ring': 372000, 'single_ring': 95000}
+    """
+    return load_iops_table(seed_csv(), required=SEED_COLUMNS)
+
+
+def load_iops_table(
+    path: str | Path,
+    *,
+    x: str = "jobs",
+    series: str | None = "series",
+    required: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """Read and check a tidy IOPS table from CSV or Parquet.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.csv`` or ``.parquet`` file.
+    x : str
+        Name of the concurrency column (jobs, queues, cores, ...); must be positive.
+    series : str or None
+        Name of the series column; when the file lacks it, every row joins one series
+        called ``all``. ``None`` means the same.
+    required : tuple of str
+        Further columns that must be present.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table sorted by series and ``x``, with a ``series`` column always present.
+
+    Raises
+    ------
+    XbqError
+        A missing file or column, a non-numeric or non-positive ``x`` or ``iops``, or an
+        empty table; the message names the file and the problem in one line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise XbqError(f"{path}: no such file")
+    try:
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, comment="#")
+    except Exception as exc:  # pandas raises many types for unreadable input
+        raise XbqError(f"{path}: cannot read table ({type(exc).__name__}: {exc})") from None
+    need = [x, "iops", *required]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise XbqError(f"{path}: missing column(s) {', '.join(missing)}; has {', '.join(df.columns)}")
+    if df.empty:
+        raise XbqError(f"{path}: the table has no rows")
+    for col in (x, "iops"):
+        values = pd.to_numeric(df[col], errors="coerce")
+        if values.isna().any():
+            raise XbqError(f"{path}: column {col!r} has non-numeric or empty values")
+        if (values <= 0).any():
+            raise XbqError(f"{path}: column {col!r} must be positive (found {values.min():g})")
+        df[col] = values
+    if series is None or series not in df.columns:
+        df["series"] = "all"
+    elif series != "series":
+        df = df.rename(columns={series: "series"})
+    df["series"] = df["series"].astype(str)
+    return df.sort_values(["series", x], kind="stable").reset_index(drop=True)

@@ -1,0 +1,19 @@
+"""Where xbq finds its data: built from the package location, never from the working directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+
+
+def data_dir() -> Path:
+    """Return the project's ``data/`` folder (``$XBQ_DATA_DIR`` overrides it)."""
+    return Path(os.environ.get("XBQ_DATA_DIR", REPO_DIR / "data"))
+
+
+def seed_csv() -> Path:
+    """Return the path of the published 2015 seed table."""
+    return data_dir() / "seed" / "xen-blkmq-rfc-2015.csv"

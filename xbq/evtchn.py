@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 from xbq.atomic import atomic_fetch_add, atomic_load, atomic_store, atomic_xchg
+from xbq.errors import XbqError
 
 EVTCHNSTAT_closed = 0
 EVTCHNSTAT_unbound = 1
@@ -50,7 +51,7 @@ def evtchn_alloc_unbound(ev: evtchn_table, dom: int, remote_dom: int) -> int:
     """``EVTCHNOP_alloc_unbound``: a port of ``dom`` that ``remote_dom`` may bind; its number."""
     free = np.flatnonzero(ev.state == EVTCHNSTAT_closed)
     if free.size == 0:
-        raise MemoryError("no free event-channel port")
+        raise XbqError("no free event-channel port")
     port = int(free[0])
     ev.state[port] = EVTCHNSTAT_unbound
     ev.owner[port] = dom

@@ -33,6 +33,7 @@ from numba import njit
 
 from xbq.abi import GRANT_ENTRY_V1_DTYPE, XEN_PAGE_SIZE
 from xbq.atomic import atomic_fetch_add
+from xbq.errors import XbqError
 from xbq.ring import copy_bytes
 
 # --- grant_table.h flags and status codes --------------------------------------------------
@@ -125,6 +126,16 @@ def gnttab_claim_grant_reference(gt):
         return -1
     gt.stats[GNT_FREE_COUNT] = n - 1
     return np.int64(gt.free[n - 1])
+
+
+def gnttab_alloc_grant_references(gt: gnttab, count: int) -> np.ndarray:
+    """Claim ``count`` free references at once (set-up time); raise if the table is too small."""
+    n = int(gt.stats[GNT_FREE_COUNT])
+    if count > n:
+        raise XbqError(f"grant table exhausted: {count} references needed, {n} free")
+    refs = gt.free[n - count:n][::-1].copy()
+    gt.stats[GNT_FREE_COUNT] = n - count
+    return refs
 
 
 @njit(cache=True, nogil=True)
@@ -288,7 +299,7 @@ class xen_domain:
     def alloc_pages(self, count: int) -> int:
         """Reserve ``count`` contiguous pages; return the first frame number."""
         if count < 1 or self._next_page + count > self.nr_pages:
-            raise MemoryError(
+            raise XbqError(
                 f"domain {self.domid}: cannot allocate {count} page(s); "
                 f"{self.nr_pages - self._next_page} of {self.nr_pages} free")
         first = self._next_page
@@ -299,7 +310,7 @@ class xen_domain:
         """Claim a reference and grant ``peer`` access to ``frame``; return the reference."""
         ref = gnttab_claim_grant_reference(self.gnttab)
         if ref < 0:
-            raise MemoryError(f"domain {self.domid}: grant table exhausted")
+            raise XbqError(f"domain {self.domid}: grant table exhausted")
         gnttab_grant_foreign_access_ref(self.gnttab, ref, peer, frame, readonly)
         return int(ref)
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import pkgutil
 import sys
 
 from xbq import __version__
 from xbq.errors import XbqError
 
-#: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("reproduce", "seed", "negotiate", "ring")
+#: The order ``--help`` lists subcommands in; any other module of this package that has a
+#: ``register`` function is listed after these, alphabetically.
+ORDER = ("reproduce", "seed", "negotiate", "ring", "measure", "simulate", "calibrate", "fit")
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -43,9 +45,16 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"xbq {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for name in COMMANDS:
+    for name in commands():
         importlib.import_module(f"xbq.cli.{name}").register(sub)
     return parser
+
+
+def commands() -> list[str]:
+    """Names of the subcommand modules in this package, in ``--help`` order."""
+    found = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    ordered = [name for name in ORDER if name in found]
+    return ordered + sorted(found - set(ordered))
 
 
 def positive_int(text: str) -> int:

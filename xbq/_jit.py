@@ -1,11 +1,13 @@
-"""Numba JIT cache that cannot go stale.
+"""A numba JIT cache that cannot go stale, and survives edits to unrelated modules.
 
-numba's on-disk cache checks only the timestamp of the file that holds the jitted function,
+numba's on-disk cache checks only the timestamp of the file that holds a jitted function,
 not of the modules it calls: edit ``xbq/ring.py`` and a cached kernel in ``xbq/blkback.py``
-would still run the old ring code. xbq therefore keys the cache directory by a hash of all of
-its own sources, the numba version and the bounds-checking switch, so any edit starts a fresh
-cache. The base directory is ``$NUMBA_CACHE_DIR`` when set (the Makefile sets it to
-``.numba_cache`` in the checkout, and CI starts that empty), else ``~/.cache/xbq/numba``.
+would still run the old ring code. xbq therefore registers its own cache locator for its
+package: the "source stamp" of a file is a hash of that file and of every ``xbq`` module it
+imports, transitively, plus the bounds-checking switch. Editing ``ring.py`` invalidates every
+kernel that depends on it and nothing else. The directory is ``$NUMBA_CACHE_DIR`` when set
+(the Makefile sets it to ``.numba_cache`` in the checkout, and CI starts that empty), else
+``~/.cache/xbq/numba``.
 
 This module must be imported before any module that defines an ``@njit(cache=True)``
 function; ``xbq/__init__.py`` does so.
@@ -13,36 +15,87 @@ function; ``xbq/__init__.py`` does so.
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import os
 from pathlib import Path
 
-import numba
-from numba.core import config
+from numba.core import caching, config
 
 _PKG = Path(__file__).resolve().parent
 
 
-def source_key() -> str:
-    """Return a short hash of xbq's sources and the JIT settings that change machine code."""
-    h = hashlib.sha256()
-    for path in sorted(_PKG.rglob("*.py")):
-        h.update(path.relative_to(_PKG).as_posix().encode())
-        h.update(path.read_bytes())
-    h.update(numba.__version__.encode())
-    h.update(f"boundscheck={config.BOUNDSCHECK}".encode())
-    return h.hexdigest()[:16]
+def _module_file(name: str) -> Path | None:
+    """The file of an ``xbq`` module name, or None if it is not one of ours."""
+    parts = name.split(".")
+    if parts[0] != "xbq":
+        return None
+    base = _PKG.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@functools.cache
+def _imports(path: Path) -> frozenset[Path]:
+    """Files of the ``xbq`` modules that ``path`` imports directly."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found.update(f for f in map(_module_file, names) if f is not None)
+    return frozenset(found)
+
+
+@functools.cache
+def source_stamp(path: Path) -> str:
+    """Hash of ``path``, every ``xbq`` module it imports (transitively) and the JIT switches."""
+    todo, seen = [path], set()
+    while todo:
+        p = todo.pop()
+        if p not in seen:
+            seen.add(p)
+            todo.extend(_imports(p))
+    h = hashlib.sha256(f"boundscheck={config.BOUNDSCHECK}".encode())
+    for p in sorted(seen):
+        h.update(p.relative_to(_PKG).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+class _XbqCacheLocator(caching.UserProvidedCacheLocator):
+    """Cache files of xbq's kernels under the cache dir, stamped by :func:`source_stamp`."""
+
+    def get_source_stamp(self):
+        return source_stamp(Path(self._py_file).resolve())
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        try:
+            Path(py_file).resolve().relative_to(_PKG)
+        except ValueError:
+            return None
+        return super().from_function(py_func, py_file)
 
 
 def cache_dir() -> Path:
-    """Return the cache directory used for this source tree."""
+    """Return the base cache directory (bounds checking gets its own subdirectory)."""
     base = os.environ.get("NUMBA_CACHE_DIR") or str(Path.home() / ".cache" / "xbq" / "numba")
-    return Path(base) / source_key()
+    return Path(base) / f"boundscheck{int(bool(config.BOUNDSCHECK))}"
 
 
 def configure() -> None:
-    """Point numba's cache at :func:`cache_dir` (idempotent)."""
+    """Point numba's cache at :func:`cache_dir` and install the locator (idempotent)."""
     config.CACHE_DIR = str(cache_dir())
+    classes = caching.CacheImpl._locator_classes
+    if _XbqCacheLocator not in classes:
+        classes.insert(0, _XbqCacheLocator)
 
 
 configure()

@@ -1075,6 +1075,12 @@ def negotiate(*, vcpus: int = 16, max_queues: int = 4, backend_max_queues: int |
         for fr, br in zip(info.rinfo, be.rings, strict=True):
             rings.append(RingConnection(fr.index, list(fr.ring_refs), fr.first_frame, fr.sring,
                                         fr.evtchn, br.back_port, list(br.back_handles)))
+    features = dict(info.features) if ok else {}
+    if ok:
+        # One flag for both ends: persistent only where both use it. (A frontend that offers
+        # but forgets to write feature-persistent would use it alone in Linux.)
+        features["feature_persistent"] = bool(features["feature_persistent"]
+                                              and be.feature_gnt_persistent)
     order = info.ring_page_order
     return Connection(
         store=store, front_state=fdev.state, back_state=bdev.state,
@@ -1084,7 +1090,7 @@ def negotiate(*, vcpus: int = 16, max_queues: int = 4, backend_max_queues: int |
             f"handshake did not complete (frontend {fdev.state.name}, "
             f"backend {bdev.state.name})"),
         transitions=transitions, front=front, back=back, evtchn=evtchn, maptrack=maptrack,
-        rings=rings, features=dict(info.features) if ok else {}, sectors=info.sectors,
+        rings=rings, features=features, sectors=info.sectors,
         sector_size=info.sector_size, info=info.binfo, frontend_path=fe_path,
         backend_path=be_path)
 

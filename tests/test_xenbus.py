@@ -1,0 +1,389 @@
+"""The xenbus handshake: the negotiation matrix, refusals, ring set-up, and data end to end."""
+
+import numpy as np
+import pytest
+
+from xbq.abi import VDISK_READONLY, XenbusState
+from xbq.errors import XbqError
+from xbq.evtchn import EVTCHNSTAT_interdomain
+from xbq.grant import GTF_reading, GTF_writing
+from xbq.ring import REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD
+from xbq.xenbus import (
+    Connection,
+    negotiate,
+    xenbus_dev_fatal,
+    xenbus_device,
+    xenbus_switch_state,
+)
+from xbq.xenstore import XenStore, XenStorePermission
+
+S = XenbusState
+
+
+def fe_keys(conn: Connection) -> dict[str, str]:
+    """The frontend directory as {relative path: value}."""
+    n = len(conn.frontend_path) + 1
+    return {p[n:]: v for p, v in conn.store.items(conn.frontend_path)[1:]}
+
+
+def be_keys(conn: Connection) -> dict[str, str]:
+    n = len(conn.backend_path) + 1
+    return {p[n:]: v for p, v in conn.store.items(conn.backend_path)[1:]}
+
+
+def error_node(conn: Connection) -> str | None:
+    return conn.store.read("/local/domain/0/error/backend/vbd/1/51712/error", None)
+
+
+def assert_nothing_mapped(conn: Connection):
+    mt = conn.maptrack
+    assert int(mt.nfree[0]) == mt.ref.size and (mt.readonly == -1).all()
+    assert not conn.front.gnttab.pin.any()
+    backend_ports = np.flatnonzero(conn.evtchn.owner == conn.back.domid)
+    assert backend_ports.size == 0
+    assert not (conn.evtchn.state == EVTCHNSTAT_interdomain).any()
+
+
+def assert_refused(conn: Connection, *needles: str):
+    assert not conn.connected
+    assert conn.nr_rings == 0 and conn.rings == []
+    assert conn.error is not None and conn.error.startswith("backend: ")
+    for needle in needles:
+        assert needle in conn.error
+    node = error_node(conn)
+    assert node is not None and conn.error[len("backend: "):] in node
+    back = [s for side, s in conn.transitions if side == "back"]
+    assert back[:3] == [S.Initialising, S.InitWait, S.Closing]
+    assert S.Connected not in back
+    assert_nothing_mapped(conn)
+
+
+# --- the state walk -------------------------------------------------------------------------
+
+
+def test_default_handshake_walks_both_sides_to_connected_in_order():
+    conn = negotiate()
+    assert conn.connected and conn.error is None
+    assert conn.transitions == [
+        ("back", S.Initialising), ("front", S.Initialising), ("back", S.InitWait),
+        ("front", S.Initialised), ("back", S.Connected), ("front", S.Connected)]
+    assert conn.front_state == conn.back_state == S.Connected
+    assert conn.store.read(f"{conn.frontend_path}/state") == "4"
+    assert conn.store.read(f"{conn.backend_path}/state") == "4"
+    assert conn.nr_rings == 4 and conn.ring_page_order == 0 and conn.nr_ents == 32
+    assert conn.front.domid == 1 and conn.back.domid == 0
+    assert error_node(conn) is None
+
+
+def test_handshake_is_deterministic():
+    a, b = negotiate(vcpus=3, max_ring_page_order=2), negotiate(vcpus=3, max_ring_page_order=2)
+    assert a.store.items() == b.store.items()
+    assert a.transitions == b.transitions
+
+
+def test_backend_probe_keys_and_connect_keys():
+    conn = negotiate(dom0_vcpus=6, backend_max_ring_page_order=3, sectors=12345,
+                     sector_size=4096)
+    be = be_keys(conn)
+    assert be["multi-queue-max-queues"] == "6"
+    assert be["max-ring-page-order"] == "3"
+    assert be["feature-max-indirect-segments"] == "256"
+    for key in ("feature-flush-cache", "feature-barrier", "feature-discard",
+                "feature-persistent"):
+        assert be[key] == "1"
+    assert be["sectors"] == "12345" and be["sector-size"] == "4096" and be["info"] == "0"
+    assert conn.sectors == 12345 and conn.sector_size == 4096 and conn.info == 0
+    assert conn.features["feature_flush_cache"] and conn.features["feature_barrier"]
+    assert conn.features["feature_discard"]
+
+
+def test_readonly_device_sets_vdisk_readonly():
+    conn = negotiate(readonly=True)
+    assert conn.connected and conn.info & VDISK_READONLY
+    assert be_keys(conn)["mode"] == "r"
+
+
+def test_frontend_cannot_write_the_backend_directory():
+    conn = negotiate(vcpus=1)
+    with pytest.raises(XenStorePermission):
+        conn.store.write(f"{conn.backend_path}/state", "4", domid=conn.front.domid)
+    assert conn.store.read(f"{conn.backend_path}/state", domid=conn.front.domid) == "4"
+
+
+# --- how many queues ----------------------------------------------------------------------
+
+
+def test_old_backend_gets_one_ring_with_top_level_keys():
+    conn = negotiate(old_backend=True, vcpus=8, max_queues=8)
+    assert conn.connected and conn.nr_rings == 1
+    assert "multi-queue-max-queues" not in be_keys(conn)
+    fe = fe_keys(conn)
+    assert "multi-queue-num-queues" not in fe and "queue-0" not in fe
+    assert fe["ring-ref"] == str(conn.rings[0].ring_refs[0])
+    assert fe["event-channel"] == str(conn.rings[0].front_port)
+
+
+def test_one_queue_uses_top_level_keys_like_a_single_queue_frontend():
+    conn = negotiate(max_queues=1)
+    fe = fe_keys(conn)
+    assert conn.connected and conn.nr_rings == 1
+    assert {"ring-ref", "event-channel", "protocol", "feature-persistent"} <= fe.keys()
+    assert not any(k.startswith("queue-") for k in fe)
+    assert "multi-queue-num-queues" not in fe and "ring-page-order" not in fe
+    assert fe["protocol"] == "x86_64-abi"
+
+
+@pytest.mark.parametrize("queues", [2, 5, 16])
+def test_many_queues_use_queue_directories_and_no_top_level_ring_keys(queues):
+    conn = negotiate(vcpus=16, max_queues=queues)
+    fe = fe_keys(conn)
+    assert conn.connected and conn.nr_rings == queues
+    assert fe["multi-queue-num-queues"] == str(queues)
+    assert "ring-ref" not in fe and "event-channel" not in fe
+    for ring in conn.rings:
+        assert fe[f"queue-{ring.index}/ring-ref"] == str(ring.ring_refs[0])
+        assert fe[f"queue-{ring.index}/event-channel"] == str(ring.front_port)
+    assert f"queue-{queues}" not in fe
+    assert [r.index for r in conn.rings] == list(range(queues))
+
+
+@pytest.mark.parametrize("kw, expected", [
+    (dict(vcpus=2, max_queues=4), 2),  # the vCPU cap
+    (dict(vcpus=16, max_queues=4, backend_max_queues=3), 3),  # the backend maximum
+    (dict(vcpus=16, max_queues=8, dom0_vcpus=2), 2),  # backend default = dom0 vCPUs
+    (dict(vcpus=16, max_queues=8, backend_max_queues=0, dom0_vcpus=5), 5),  # 0 = default
+    (dict(vcpus=1, max_queues=4), 1),
+    (dict(vcpus=4, max_queues=0), 1),  # min(...) = 0 -> at least one ring
+])
+def test_queue_count_caps(kw, expected):
+    conn = negotiate(**kw)
+    assert conn.connected and conn.nr_rings == expected
+
+
+def test_backend_refuses_zero_queues():
+    conn = negotiate(frontend_num_queues=0)
+    assert_refused(conn, "guest requested 0 queues", "maximum of 16")
+    # Linux passes xenbus_scanf's return value (1) as the error, so the node reads "-1 ..."
+    assert error_node(conn).startswith("-1 guest requested 0 queues")
+    # The frontend follows the backend to Closed, and so does the backend (it stays online).
+    assert conn.transitions[-2:] == [("front", S.Closed), ("back", S.Closed)]
+    assert conn.front_state == conn.back_state == S.Closed
+
+
+def test_backend_refuses_more_queues_than_its_maximum():
+    conn = negotiate(frontend_num_queues=5, backend_max_queues=4)
+    assert_refused(conn, "guest requested 5 queues, exceeding the maximum of 4")
+    assert fe_keys(conn)["multi-queue-num-queues"] == "5"
+
+
+def test_forced_queue_count_within_the_maximum_connects():
+    conn = negotiate(frontend_num_queues=3, vcpus=1, max_queues=1)
+    assert conn.connected and conn.nr_rings == 3
+
+
+# --- ring pages -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+@pytest.mark.parametrize("queues", [1, 3])
+def test_multi_page_rings(order, queues):
+    conn = negotiate(max_ring_page_order=order, max_queues=queues)
+    assert conn.connected and conn.ring_page_order == order
+    assert conn.nr_ents == 32 << order  # 64, 128, 256, 512
+    fe = fe_keys(conn)
+    assert fe["ring-page-order"] == str(order)
+    for ring in conn.rings:
+        prefix = "" if queues == 1 else f"queue-{ring.index}/"
+        assert len(ring.ring_refs) == 1 << order
+        assert [fe[f"{prefix}ring-ref{j}"] for j in range(1 << order)] == \
+            [str(r) for r in ring.ring_refs]
+        assert f"{prefix}ring-ref" not in fe and f"{prefix}ring-ref{1 << order}" not in fe
+        assert ring.sring.size == 4096 << order
+
+
+def test_one_page_ring_writes_no_ring_page_order():
+    conn = negotiate(max_ring_page_order=0, max_queues=1)
+    assert "ring-page-order" not in fe_keys(conn) and "ring-ref0" not in fe_keys(conn)
+
+
+@pytest.mark.parametrize("front, back, expected", [(4, 2, 2), (1, 4, 1), (7, 4, 4), (3, 9, 3)])
+def test_ring_order_is_the_smaller_maximum_after_clamping(front, back, expected):
+    conn = negotiate(max_ring_page_order=front, backend_max_ring_page_order=back)
+    assert conn.connected and conn.ring_page_order == expected
+    assert be_keys(conn)["max-ring-page-order"] == str(min(back, 4))
+
+
+def test_backend_refuses_ring_order_above_its_maximum():
+    conn = negotiate(frontend_ring_page_order=3, backend_max_ring_page_order=2, max_queues=2)
+    assert_refused(conn, "request 3 ring page order exceed max:2")
+    assert conn.ring_page_order == 3
+
+
+def test_ring_pages_are_contiguous_initialised_and_granted_to_the_backend():
+    order = 2
+    conn = negotiate(max_ring_page_order=order, max_queues=4)
+    npages = 1 << order
+    first = conn.rings[0].first_frame
+    gt = conn.front.gnttab
+    for k, ring in enumerate(conn.rings):
+        assert ring.first_frame == first + k * npages
+        assert np.shares_memory(ring.sring, conn.front.pages[ring.first_frame])
+        assert ring.sring.ctypes.data == conn.front.pages[ring.first_frame].ctypes.data
+        hdr = ring.sring[:16].view(np.uint32)
+        assert (hdr[REQ_PROD], hdr[RSP_PROD], hdr[REQ_EVENT], hdr[RSP_EVENT]) == (0, 0, 1, 1)
+        for j, ref in enumerate(ring.ring_refs):
+            assert gt.shared[ref]["frame"] == ring.first_frame + j
+            assert gt.shared[ref]["domid"] == conn.back.domid
+            assert gt.shared[ref]["flags"] & (GTF_reading | GTF_writing)  # mapped r/w
+        assert [int(conn.maptrack.ref[h]) for h in ring.back_handles] == ring.ring_refs
+        assert [int(conn.maptrack.frame[h]) for h in ring.back_handles] == \
+            list(range(ring.first_frame, ring.first_frame + npages))
+
+
+def test_event_channels_are_bound_pairwise():
+    conn = negotiate(max_queues=4)
+    ev = conn.evtchn
+    ports = set()
+    for ring in conn.rings:
+        f, b = ring.front_port, ring.back_port
+        assert ev.state[f] == ev.state[b] == EVTCHNSTAT_interdomain
+        assert ev.remote[f] == b and ev.remote[b] == f
+        assert ev.owner[f] == conn.front.domid and ev.owner[b] == conn.back.domid
+        ports |= {f, b}
+    assert len(ports) == 2 * conn.nr_rings
+
+
+# --- missing keys -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kw, omit, needle", [
+    (dict(max_queues=1), "event-channel", "51712/event-channel"),
+    (dict(max_queues=1), "ring-ref", "51712/ring-ref"),
+    (dict(max_queues=1, max_ring_page_order=2), "ring-ref2", "51712/ring-ref2"),
+    (dict(max_queues=2), "queue-1/event-channel", "queue-1/event-channel"),
+    (dict(max_queues=3), "queue-2/ring-ref", "queue-2/ring-ref"),
+    (dict(max_queues=3), "event-channel", "queue-0/event-channel"),  # bare name: every queue
+    # Without multi-queue-num-queues the backend assumes one ring at the top level.
+    (dict(max_queues=4), "multi-queue-num-queues", "51712/event-channel"),
+    (dict(max_queues=2, max_ring_page_order=1), "ring-page-order", "queue-0/ring-ref"),
+    (dict(), "protocol", "protocol"),
+])
+def test_missing_keys_are_refused_naming_the_key(kw, omit, needle):
+    conn = negotiate(omit_keys=(omit,), **kw)
+    assert_refused(conn, needle)
+
+
+def test_missing_second_queue_unmaps_the_first():
+    conn = negotiate(max_queues=2, omit_keys=["queue-1/ring-ref"])
+    assert_refused(conn, "queue-1/ring-ref")
+    assert conn.front.stats()["map_ops"] == 1 and conn.front.stats()["unmap_ops"] == 1
+
+
+def test_missing_feature_persistent_means_no_persistent_grants():
+    conn = negotiate(omit_keys=["feature-persistent"])
+    assert conn.connected and conn.features["feature_persistent"] is False
+
+
+# --- features ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("front, back", [(True, True), (True, False), (False, True),
+                                         (False, False)])
+def test_persistent_grants_only_when_both_sides_offer_them(front, back):
+    conn = negotiate(feature_persistent=front, backend_feature_persistent=back)
+    assert conn.connected
+    assert conn.features["feature_persistent"] is (front and back)
+    assert fe_keys(conn)["feature-persistent"] == str(int(front))
+    assert be_keys(conn)["feature-persistent"] == str(int(back))
+
+
+@pytest.mark.parametrize("backend, expected", [(256, 32), (16, 16), (12, 12), (11, 0), (8, 0),
+                                               (0, 0), (None, 0)])
+def test_indirect_segments(backend, expected):
+    conn = negotiate(backend_max_indirect_segments=backend)
+    assert conn.connected and conn.features["max_indirect_segments"] == expected
+    assert ("feature-max-indirect-segments" in be_keys(conn)) is (backend is not None)
+
+
+def test_device_without_cache_or_discard():
+    conn = negotiate(backend_flush=False, backend_discard=False)
+    f = conn.features
+    assert not (f["feature_flush_cache"] or f["feature_barrier"] or f["feature_discard"])
+    assert be_keys(conn)["feature-discard"] == "0"
+
+
+# --- xenbus helpers and parameter checks ------------------------------------------------------
+
+
+def test_xenbus_dev_fatal_writes_error_node_and_closes():
+    xs = XenStore()
+    xs.write("/local/domain/0/backend/vbd/1/7/state", "2")
+    log = []
+    dev = xenbus_device(xs, "/local/domain/0/backend/vbd/1/7", 0, "back", log,
+                        state=S.InitWait)
+    xenbus_switch_state(dev, S.InitWait)  # unchanged: nothing written
+    assert log == []
+    xenbus_dev_fatal(dev, -22, "reading something")
+    assert xs.read("/local/domain/0/error/backend/vbd/1/7/error") == "22 reading something"
+    assert dev.state == S.Closing and xs.read("/local/domain/0/backend/vbd/1/7/state") == "5"
+    assert log == [("back", S.Closing)] and dev.errors == ["reading something"]
+
+
+@pytest.mark.parametrize("kw", [
+    dict(vcpus=0), dict(dom0_vcpus=0), dict(max_queues=-1), dict(max_ring_page_order=-1),
+    dict(sectors=0), dict(sector_size=1000), dict(frontend_ring_page_order=9),
+    dict(frontend_num_queues=-1), dict(omit_keys=["bogus"]), dict(vcpus=2.5),
+])
+def test_bad_parameters_are_one_line_errors(kw):
+    with pytest.raises(XbqError) as exc:
+        negotiate(**kw)
+    assert "\n" not in str(exc.value)
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kw", [
+    dict(vcpus=2, sectors=1 << 16),
+    dict(max_queues=1, max_ring_page_order=2, feature_persistent=False,
+         backend_max_indirect_segments=0, sectors=1 << 16),
+])
+def test_data_through_negotiated_rings_reads_back_bit_identical(kw):
+    from xbq.abi import BLKIF_OP_READ, BLKIF_OP_WRITE
+    from xbq.blkback import do_block_io_op, new_blkback
+    from xbq.blkfront import (
+        blkif_interrupt,
+        blkif_queue_request,
+        flush_requests,
+        max_sectors,
+        new_blkfront,
+    )
+    from xbq.vbd import new_vbd
+
+    conn = negotiate(**kw)
+    assert conn.connected
+    fi = new_blkfront(conn)
+    be = new_blkback(conn, new_vbd("ramdisk", conn.sectors))
+    npages = 16  # 64 KiB
+    src, dst = conn.front.alloc_pages(npages), conn.front.alloc_pages(npages)
+    rng = np.random.default_rng(2)
+    conn.front.pages[src:src + npages] = rng.integers(0, 256, (npages, 4096), dtype=np.uint8)
+    done_tag = np.zeros(64, np.int64)
+    done_status = np.zeros(64, np.int64)
+    limit = max_sectors(fi)
+    r = conn.nr_rings - 1  # the last ring
+
+    def io(op, pfn, sector, nsect, tag):
+        while nsect > 0:
+            n = min(nsect, limit)
+            assert blkif_queue_request(fi, r, op, sector, n, pfn, tag) >= 0
+            flush_requests(fi, r)
+            assert do_block_io_op(be, r) == 0
+            assert blkif_interrupt(fi, r, done_tag, done_status) == 1
+            assert done_status[0] == 0 and done_tag[0] == tag
+            sector, pfn, nsect = sector + n, pfn + n // 8, nsect - n
+
+    io(BLKIF_OP_WRITE, src, 1000, npages * 8, 7)
+    io(BLKIF_OP_READ, dst, 1000, npages * 8, 8)
+    assert np.array_equal(conn.front.pages[src:src + npages], conn.front.pages[dst:dst + npages])
+    assert not np.array_equal(conn.front.pages[dst], np.zeros(4096, np.uint8))

@@ -1,0 +1,253 @@
+"""``fit``: bounded least squares of a named model to a tidy IOPS table, with uncertainty.
+
+Relative-error weighting by default (IOPS noise grows with the level), multi-start TRF for
+the point estimate, Jacobian standard errors, residual or parametric bootstrap (vectorised
+LM refits of all replicates at once) for parameters and the derived peak, leave-one-out
+and forward tests. See :class:`~xbq.fit.result.FitResult` for what comes back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from xbq.errors import XbqError
+from xbq.fit._engine import Problem, lm_batch, solve, starts
+from xbq.fit.result import FitResult
+from xbq.models.registry import ModelSpec, get_model
+
+FORWARD_TRAIN_MAX = 16
+LEVEL = 0.95
+
+
+def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint: bool = False,
+                   fix: dict[str, float] | None = None, free: tuple[str, ...] = (),
+                   weighting: str = "relative") -> list[Problem]:
+    """Split a tidy table into fitting problems: one per series, or one joint problem."""
+    fix = dict(fix or {})
+    for name in list(fix) + list(free):
+        spec.param(name)
+    if weighting not in ("relative", "absolute"):
+        raise XbqError(f"weighting must be 'relative' or 'absolute' (got {weighting!r})")
+    if x not in df.columns or "iops" not in df.columns:
+        raise XbqError(f"the table needs columns {x!r} and 'iops'")
+    series = sorted(df["series"].astype(str).unique()) if "series" in df else ["all"]
+    xs, ys, base = {}, {}, {}
+    for s in series:
+        part = df[df["series"].astype(str) == s] if "series" in df else df
+        xv = part[x].to_numpy(float)
+        yv = part["iops"].to_numpy(float)
+        if np.any(~np.isfinite(yv)) or np.any(yv <= 0):
+            raise XbqError(f"series {s!r}: iops must be positive")
+        if np.any(xv < 1):
+            raise XbqError(f"series {s!r}: {x} must be >= 1")
+        if spec.integer_x and np.any(xv != np.rint(xv)):
+            raise XbqError(f"model {spec.name} needs integer {x}")
+        row = np.array([p.default for p in spec.params], float)
+        for i, p in enumerate(spec.params):
+            if p.column and p.column in part.columns:
+                vals = pd.to_numeric(part[p.column], errors="coerce").dropna().unique()
+                if len(vals) > 1:
+                    raise XbqError(f"series {s!r}: column {p.column!r} is not constant")
+                if len(vals) == 1:
+                    row[i] = float(vals[0])
+            if p.name in fix:
+                row[i] = fix[p.name]
+                if not (p.lower <= row[i] <= p.upper):
+                    raise XbqError(f"--fix {p.name}={fix[p.name]:g} is outside its bounds "
+                                   f"[{p.lower:g}, {p.upper:g}]")
+        xs[s], ys[s], base[s] = xv, yv, row
+    is_free = [(not p.fixed or p.name in free) and p.name not in fix for p in spec.params]
+    groups = [series] if joint else [[s] for s in series]
+    problems = []
+    for group in groups:
+        layout = []
+        for p, f in zip(spec.params, is_free, strict=True):
+            if not f:
+                continue
+            if joint and p.local and len(group) > 1:
+                layout += [(p.name, s) for s in group]
+            else:
+                layout.append((p.name, None))
+        lower = np.array([spec.param(n).lower for n, _ in layout], float)
+        upper = np.array([spec.param(n).upper for n, _ in layout], float)
+        prob = Problem(spec, list(group), {s: xs[s] for s in group}, {s: ys[s] for s in group},
+                       {s: base[s] for s in group}, layout, lower, upper, weighting)
+        if prob.n < prob.k:
+            raise XbqError(f"{', '.join(group)}: {prob.n} points but {prob.k} free parameters "
+                           f"of {spec.name} ({', '.join(prob.labels)}); fix some with --fix")
+        problems.append(prob)
+    return problems
+
+
+def peak_grid(problem: Problem) -> dict[str, np.ndarray]:
+    """Concurrency grid for the peak: integers 1..max(x) (or 400 log-spaced points)."""
+    out = {}
+    for s in problem.series:
+        top = float(problem.x[s].max())
+        if problem.spec.integer_x or top <= 1024:
+            g = np.arange(1.0, np.floor(top) + 1.0)
+        else:
+            g = np.geomspace(1.0, top, 400)
+        out[s] = g
+    return out
+
+
+def fit(df: pd.DataFrame, model: str | ModelSpec, *, x: str = "jobs", joint: bool = False,
+        fix: dict[str, float] | None = None, free: tuple[str, ...] = (),
+        weighting: str = "relative", bootstrap: int = 0, bootstrap_kind: str = "residual",
+        seed: int = 0, n_starts: int = 8, loo: bool = True, forward: bool = True,
+        level: float = LEVEL) -> FitResult:
+    """Fit ``model`` to a tidy IOPS table.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Tidy table: ``series`` (optional), the concurrency column ``x`` and ``iops``; known
+        constants (``vcpus``, ``queues``) as columns when available.
+    model : str or ModelSpec
+        A registry name (``amdahl``, ``usl``, ``usl-capped``, ``mva``, ``repairman``,
+        ``ticket``, ``mcs``, ``xenblk``) or a spec.
+    x : str
+        Concurrency column.
+    joint : bool
+        Fit all series together: parameters marked ``local`` are per series, the rest shared.
+    fix : dict, optional
+        ``{name: value}`` fixed for every series (overrides data columns).
+    free : tuple of str
+        Parameters fixed by default that should be fitted.
+    weighting : {"relative", "absolute"}
+        Residuals divided by the observed IOPS (default) or by the mean level.
+    bootstrap : int
+        Bootstrap resamples (0: none).
+    bootstrap_kind : {"residual", "parametric"}
+        Resample scaled residuals, or draw Gaussian noise with the fitted sigma.
+    seed : int
+        Seed for starts and resampling.
+    n_starts : int
+        Multi-start count for the point estimate.
+    loo, forward : bool
+        Compute leave-one-out RMSE and the forward test (fit x <= 16, predict larger x).
+    level : float
+        Interval level.
+
+    Returns
+    -------
+    FitResult
+    """
+    spec = get_model(model) if isinstance(model, str) else model
+    if bootstrap_kind not in ("residual", "parametric"):
+        raise XbqError("bootstrap_kind must be 'residual' or 'parametric'")
+    problems = build_problems(spec, df, x=x, joint=joint, fix=fix, free=free,
+                              weighting=weighting)
+    rng = np.random.default_rng(seed)
+    groups = []
+    for prob in problems:
+        groups.append(_fit_group(prob, rng, n_starts=n_starts, bootstrap=bootstrap,
+                                 kind=bootstrap_kind, loo=loo, forward=forward, level=level))
+    return FitResult.from_groups(spec, x, joint, weighting, groups, bootstrap, bootstrap_kind,
+                                 seed, level)
+
+
+def _fit_group(prob: Problem, rng, *, n_starts, bootstrap, kind, loo, forward, level) -> dict:
+    res = solve(prob, starts(prob, n_starts, rng))
+    theta = res.x
+    r = res.fun
+    n, k = prob.n, prob.k
+    rss_w = float(r @ r)
+    dof = n - k
+    warnings = []
+    cov = None
+    if dof > 0:
+        J = res.jac
+        s2 = rss_w / dof
+        try:
+            cov = s2 * np.linalg.pinv(J.T @ J)
+        except np.linalg.LinAlgError:
+            cov = None
+        if cov is not None and np.linalg.matrix_rank(J) < k:
+            warnings.append("Jacobian is rank deficient: some parameters are not identifiable "
+                            "separately (standard errors unreliable)")
+    else:
+        warnings.append(f"{n} points for {k} parameters: no residual degrees of freedom, "
+                        "no standard errors or bootstrap")
+    grid = peak_grid(prob)
+    pred_grid = prob.predict(theta[None, :], grid)
+    peaks = {}
+    for s in prob.series:
+        i = int(np.argmax(pred_grid[s][0]))
+        peaks[s] = (float(grid[s][i]), float(pred_grid[s][0, i]))
+    group = dict(problem=prob, theta=theta, cov=cov, rss_w=rss_w, warnings=warnings,
+                 peaks=peaks, success=bool(res.success), nfev=int(res.nfev), boot=None,
+                 grid=grid)
+    moved = ~np.isclose(theta, starts(prob, 1, rng)[0], rtol=1e-6, atol=0)
+    group["moved"] = moved
+    if bootstrap and dof > 0:
+        group["boot"] = _bootstrap(prob, theta, res.fun, bootstrap, kind, rng, grid, level)
+    elif bootstrap:
+        group["warnings"].append("bootstrap skipped: no residual degrees of freedom")
+    if loo:
+        group["loo"] = _loo(prob, theta)
+    if forward:
+        group["forward"] = _forward(prob, rng, n_starts)
+    return group
+
+
+def _bootstrap(prob: Problem, theta, resid_w, B, kind, rng, grid, level) -> dict:
+    n, k = prob.n, prob.k
+    y = prob.y_all
+    fitted = prob.predict_all(theta[None, :])[0]
+    scale = prob.scale(y)
+    if kind == "residual":
+        # residuals on the fitted curve's scale, centred and inflated by sqrt(n/(n-k))
+        e = (y - fitted) / (fitted if prob.weighting == "relative" else scale)
+        e = (e - e.mean()) * np.sqrt(n / (n - k))
+        draws = e[rng.integers(0, n, size=(B, n))]
+    else:
+        sigma = np.sqrt(float(resid_w @ resid_w) / (n - k))
+        draws = rng.normal(0.0, sigma, size=(B, n))
+    if prob.weighting == "relative":
+        ystar = fitted[None, :] * (1.0 + draws)
+    else:
+        ystar = fitted[None, :] + draws * scale[None, :]
+    ystar = np.maximum(ystar, 1e-9 * fitted.max())
+    th, _ = lm_batch(prob, np.repeat(theta[None, :], B, axis=0), ystar)
+    curves = prob.predict(th, grid)
+    peak_x, peak_y, bands = {}, {}, {}
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    for s in prob.series:
+        c = curves[s]
+        i = np.argmax(c, axis=1)
+        peak_x[s] = grid[s][i]
+        peak_y[s] = c[np.arange(B), i]
+        bands[s] = np.percentile(c, q, axis=0)
+    tol = 1e-6 * (np.abs(th) + np.abs(prob.lower)) + 1e-12
+    tol_hi = 1e-6 * (np.abs(th) + np.abs(prob.upper)) + 1e-12
+    at_bound = np.mean((np.abs(th - prob.lower) <= tol) | (np.abs(th - prob.upper) <= tol_hi),
+                       axis=0)
+    return dict(theta=th, peak_x=peak_x, peak_y=peak_y, bands=bands, at_bound=at_bound,
+                kind=kind, B=B)
+
+
+def _loo(prob: Problem, theta) -> dict:
+    n, k = prob.n, prob.k
+    if n - 1 < k:
+        return dict(note=f"not enough points: {n - 1} left for {k} parameters")
+    y = np.repeat(prob.y_all[None, :], n, axis=0)
+    mask = 1.0 - np.eye(n)
+    th, _ = lm_batch(prob, np.repeat(theta[None, :], n, axis=0), y, mask)
+    pred = prob.predict_all(th)
+    held = pred[np.arange(n), np.arange(n)]
+    return dict(pred=held, note=None if n - 1 > k else "exactly determined after dropping")
+
+
+def _forward(prob: Problem, rng, n_starts) -> dict:
+    train = np.concatenate([prob.x[s] <= FORWARD_TRAIN_MAX for s in prob.series])
+    test = ~train
+    if not test.any():
+        return dict(note=f"no points beyond {FORWARD_TRAIN_MAX}")
+    if train.sum() < prob.k:
+        return dict(note=f"{int(train.sum())} training points for {prob.k} parameters")
+    res = solve(prob, starts(prob, n_starts, rng), mask=train.astype(float))
+    pred = prob.predict_all(res.x[None, :])[0]
+    return dict(pred=pred, test=test, theta=res.x)

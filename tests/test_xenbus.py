@@ -284,6 +284,55 @@ def test_missing_feature_persistent_means_no_persistent_grants():
     assert conn.connected and conn.features["feature_persistent"] is False
 
 
+def test_a_second_initwait_event_does_not_set_the_rings_up_again():
+    conn = negotiate(max_queues=2)
+    grants = conn.front.stats()["grants"]
+    conn.store.write(f"{conn.backend_path}/state", "2")  # a stale/double InitWait event
+    conn.store.process()
+    assert conn.store.read(f"{conn.frontend_path}/state") == "4"
+    assert conn.front.stats()["grants"] == grants
+
+
+def _close_and_reconnect(conn, bogus: dict):
+    """The frontend closes, rewrites some keys, and comes back (Initialising, Initialised)."""
+    fe, xs, guest = conn.frontend_path, conn.store, conn.front.domid
+    xs.write(f"{fe}/state", "6", domid=guest)
+    xs.process()
+    assert xs.read(f"{conn.backend_path}/state") == "6"  # blkback followed to Closed
+    assert_nothing_mapped(conn)
+    for key, value in bogus.items():
+        xs.write(f"{fe}/{key}", value, domid=guest)
+    xs.write(f"{fe}/state", "1", domid=guest)
+    xs.process()
+    assert xs.read(f"{conn.backend_path}/state") == "2"  # "prepare for reconnect"
+    xs.write(f"{fe}/state", "3", domid=guest)
+    xs.process()
+
+
+def test_reconnect_with_a_bad_grant_in_the_second_queue_unmaps_the_first():
+    conn = negotiate(max_queues=2)
+    _close_and_reconnect(conn, {"queue-1/ring-ref": "7"})  # 7: never granted
+    node = error_node(conn)
+    assert node == "2 mapping ring-ref port 1"  # after "mapping in shared page 7 ..."
+    assert conn.store.read(f"{conn.backend_path}/state") == "5"
+    assert conn.front.stats()["map_errors"] == 1
+    assert_nothing_mapped(conn)
+
+
+def test_a_bad_grant_in_a_multi_page_ring_unmaps_the_pages_already_mapped():
+    conn = negotiate(max_queues=1, max_ring_page_order=2)
+    _close_and_reconnect(conn, {"ring-ref2": "7"})
+    assert conn.front.stats()["map_errors"] == 1
+    assert_nothing_mapped(conn)
+
+
+def test_reconnect_with_good_keys_connects_again():
+    conn = negotiate(max_queues=2)
+    _close_and_reconnect(conn, {})
+    assert conn.store.read(f"{conn.backend_path}/state") == "4"
+    assert int(conn.maptrack.nfree[0]) == conn.maptrack.ref.size - 2
+
+
 # --- features ---------------------------------------------------------------------------------
 
 

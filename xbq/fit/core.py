@@ -221,8 +221,9 @@ def _bootstrap(prob: Problem, theta, resid_w, B, kind, rng, grid, level) -> dict
         peak_x[s] = grid[s][i]
         peak_y[s] = c[np.arange(B), i]
         bands[s] = np.percentile(c, q, axis=0)
-    tol = 1e-6 * (np.abs(th) + np.abs(prob.lower)) + 1e-12
-    tol_hi = 1e-6 * (np.abs(th) + np.abs(prob.upper)) + 1e-12
+    typical = np.array([abs(prob.spec.param(nm).default) for nm, _ in prob.free])
+    tol = 1e-6 * np.maximum(np.maximum(np.abs(th), typical), np.abs(prob.lower))
+    tol_hi = 1e-6 * np.maximum(np.maximum(np.abs(th), typical), np.abs(prob.upper))
     at_bound = np.mean((np.abs(th - prob.lower) <= tol) | (np.abs(th - prob.upper) <= tol_hi),
                        axis=0)
     return dict(theta=th, peak_x=peak_x, peak_y=peak_y, bands=bands, at_bound=at_bound,

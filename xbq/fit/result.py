@@ -33,10 +33,15 @@ def aicc(rss: float, n: int, k: int) -> tuple[float | None, float | None, str | 
     return aic, aic + 2 * k * (k + 1) / (n - k - 1), None
 
 
-def at_bound(value: float, lower: float, upper: float) -> bool:
-    """True when ``value`` sits on ``lower`` or ``upper`` (relative tolerance 1e-6)."""
-    return any(np.isfinite(b) and abs(value - b) <= 1e-6 * (abs(b) + abs(value)) + 1e-12
-               for b in (lower, upper))
+def at_bound(value: float, lower: float, upper: float, scale: float = 0.0) -> bool:
+    """True when ``value`` sits on ``lower`` or ``upper``.
+
+    The tolerance is 1e-6 of the parameter's scale (its typical value ``scale``, the value
+    or the bound, whichever is largest), so ``beta = 1e-10`` counts as at 0 when beta's
+    typical size is 1e-3.
+    """
+    return any(np.isfinite(b) and abs(value - b) <= 1e-6 * max(abs(b), abs(value), abs(scale))
+               + 1e-300 for b in (lower, upper))
 
 
 def _r2(y, yhat):
@@ -94,7 +99,8 @@ class FitResult:
             tag = f"{'+'.join(prob.series)}: "
             gw = [tag + w for w in g["warnings"]]
             for j, label in enumerate(prob.labels):
-                if at_bound(theta[j], prob.lower[j], prob.upper[j]):
+                typical = prob.spec.param(prob.free[j][0]).default
+                if at_bound(theta[j], prob.lower[j], prob.upper[j], typical):
                     gw.append(f"{tag}{label} is at a bound ({theta[j]:.6g}); its error is not "
                               "meaningful")
                 elif not g["moved"][j]:
@@ -138,7 +144,7 @@ class FitResult:
                                     "rel_err": ((lp - ys) / ys).tolist()}
                 else:
                     entry["loo_rmse"] = None
-                    entry["loo_note"] = loo.get("note")
+                entry["loo_note"] = loo.get("note")
                 if "pred" in fwd:
                     t = fwd["test"][sl]
                     fp = fwd["pred"][sl]

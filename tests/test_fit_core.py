@@ -5,14 +5,35 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from _fit_synth import TRUE, X, synthetic
 
 from xbq.errors import XbqError
 from xbq.fit import FitResult, aicc, build_problems, fit, profile
 from xbq.fit._engine import lm_batch, solve, starts
+from xbq.fit.synthetic import synthetic_table
 from xbq.models import get_model
 
+X = np.array([1, 2, 4, 8, 12, 16, 24, 32, 48, 64.0])
+
+#: True parameters of the synthetic tables (identifiable regimes of each model).
+TRUE = {
+    "amdahl": {"gamma": 5e4, "sigma": 0.1},
+    "usl": {"gamma": 5e4, "alpha": 0.1, "beta": 0.005},
+    "usl-capped": {"gamma": 5e4, "alpha": 0.3, "beta": 0.03, "cap": 16.0},
+    "mva": {"t_cpu": 16.0, "t_lock": 2.0, "vcpus": 8.0},
+    "repairman": {"think": 16.0, "service": 2.0, "servers": 1.0, "cap": 16.0},
+    "ticket": {"think": 8.0, "serial": 9.0, "handoff": 0.8, "cap": 16.0},
+    "mcs": {"think": 16.0, "serial": 2.0, "handoff": 0.0, "cap": 16.0},
+    "xenblk": {"t_cpu": 7.6, "t_ring": 8.4, "t_shared": 1.7, "t_handoff": 0.3, "t_wake": 2.3,
+               "pcpus": 13.3, "vcpus": 16.0},
+}
 MODELS = list(TRUE)
+RINGS = {"single_ring": {"queues": 1.0}, "multi_ring": {"queues": 16.0}}
+
+
+def synthetic(model, noise, seed, x=X):
+    """A table drawn from ``model`` at TRUE (two ring series for xenblk)."""
+    return synthetic_table(model, TRUE[model], x, noise=noise, seed=seed,
+                           series=RINGS if model == "xenblk" else None)
 
 
 @pytest.mark.parametrize("model", MODELS)

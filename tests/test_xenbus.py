@@ -13,9 +13,13 @@ from xbq.xenbus import (
     negotiate,
     xenbus_dev_fatal,
     xenbus_device,
+    xenbus_gather,
+    xenbus_read_otherend,
+    xenbus_read_unsigned,
+    xenbus_scanf,
     xenbus_switch_state,
 )
-from xbq.xenstore import XenStore, XenStorePermission
+from xbq.xenstore import XenStore, XenStoreError, XenStoreNoEntry, XenStorePermission
 
 S = XenbusState
 
@@ -354,6 +358,13 @@ def test_indirect_segments(backend, expected):
     assert ("feature-max-indirect-segments" in be_keys(conn)) is (backend is not None)
 
 
+@pytest.mark.parametrize("front, expected", [(32, 32), (64, 64), (300, 256), (12, 12),
+                                             (8, 0), (0, 0)])
+def test_frontend_max_indirect_segments_parameter(front, expected):
+    conn = negotiate(max_indirect_segments=front, backend_max_indirect_segments=256)
+    assert conn.connected and conn.features["max_indirect_segments"] == expected
+
+
 def test_device_without_cache_or_discard():
     conn = negotiate(backend_flush=False, backend_discard=False)
     f = conn.features
@@ -362,6 +373,24 @@ def test_device_without_cache_or_discard():
 
 
 # --- xenbus helpers and parameter checks ------------------------------------------------------
+
+
+def test_xenbus_readers():
+    conn = negotiate(vcpus=1)
+    xs = conn.store
+    log = []
+    dev = xenbus_device(xs, conn.frontend_path, 1, "front", log,
+                        otherend=conn.backend_path, otherend_id=0)
+    assert xenbus_read_otherend(dev, "sector-size") == "512"
+    assert xenbus_read_otherend(dev, "nope", None) is None
+    assert xenbus_read_unsigned(dev, conn.backend_path, "nope", 7) == 7
+    assert xenbus_read_unsigned(dev, conn.backend_path, "mode", 7) == 7  # "w" does not parse
+    assert xenbus_gather(dev, None, conn.backend_path, ("sectors", int), ("info", int)) == \
+        (2**21, 0)
+    with pytest.raises(XenStoreNoEntry):
+        xenbus_gather(dev, None, conn.backend_path, ("sectors", int), ("nope", int))
+    with pytest.raises(XenStoreError):
+        xenbus_scanf(dev, None, conn.backend_path, "mode", int)
 
 
 def test_xenbus_dev_fatal_writes_error_node_and_closes():

@@ -162,6 +162,11 @@ def xenbus_scanf(dev: xenbus_device, xbt, dir: str, node: str, conv=int):
                             "does not parse") from None
 
 
+def xenbus_read_otherend(dev: xenbus_device, node: str, default=XenStore._MISSING) -> str:
+    """Read ``node`` in the peer's directory (``dev->otherend``); ``default`` if missing."""
+    return dev.store.read(_path(dev.otherend, node), default, domid=dev.domid)
+
+
 def xenbus_read_unsigned(dev: xenbus_device, dir: str, node: str, default: int) -> int:
     """``xenbus_read_unsigned``: an unsigned value, or ``default`` if missing or malformed."""
     try:
@@ -649,6 +654,7 @@ class blkfront_dev_info:
     xen_blkif_max_queues: int
     xen_blkif_max_ring_order: int
     feature_persistent_parm: bool
+    xen_blkif_max_segments: int = BLKFRONT_MAX_INDIRECT_SEGMENTS
     force_num_queues: int | None = None
     force_ring_page_order: int | None = None
     omit_keys: tuple = ()
@@ -801,7 +807,7 @@ def blkfront_gather_backend_features(info: blkfront_dev_info) -> None:
     dev = info.dev
     be = dev.otherend
     indirect = xenbus_read_unsigned(dev, be, "feature-max-indirect-segments", 0)
-    indirect = min(indirect, BLKFRONT_MAX_INDIRECT_SEGMENTS)
+    indirect = min(indirect, info.xen_blkif_max_segments)
     if indirect <= BLKIF_MAX_SEGMENTS_PER_REQUEST:
         indirect = 0
     info.features = {
@@ -926,6 +932,7 @@ def negotiate(*, vcpus: int = 16, max_queues: int = 4, backend_max_queues: int |
               backend_max_ring_page_order: int = 4, feature_persistent: bool = True,
               backend_feature_persistent: bool = True,
               backend_max_indirect_segments: int | None = MAX_INDIRECT_SEGMENTS,
+              max_indirect_segments: int = BLKFRONT_MAX_INDIRECT_SEGMENTS,
               old_backend: bool = False, sectors: int = 2**21, sector_size: int = SECTOR_SIZE,
               readonly: bool = False, frontend_num_queues: int | None = None,
               frontend_ring_page_order: int | None = None, omit_keys=(),
@@ -952,6 +959,10 @@ def negotiate(*, vcpus: int = 16, max_queues: int = 4, backend_max_queues: int |
         Each end's ``feature_persistent`` parameter; grants are persistent only if both say so.
     backend_max_indirect_segments : int or None
         ``feature-max-indirect-segments`` blkback advertises (256); None writes no key.
+    max_indirect_segments : int
+        blkfront's ``max_indirect_segments`` parameter (32; below 11 it is raised to 11 as
+        ``xlblk_init`` does). Indirect requests carry min(this, the backend's) segments, and are
+        off when that is 11 or less.
     old_backend : bool
         A pre-multi-queue blkback: no ``multi-queue-max-queues``, reads only top-level keys.
     sectors, sector_size, readonly : int, int, bool
@@ -994,6 +1005,7 @@ def negotiate(*, vcpus: int = 16, max_queues: int = 4, backend_max_queues: int |
     _check_int("max_ring_page_order", max_ring_page_order, 0)
     _check_int("backend_max_ring_page_order", backend_max_ring_page_order, 0)
     _check_int("backend_max_indirect_segments", backend_max_indirect_segments, 0, none_ok=True)
+    _check_int("max_indirect_segments", max_indirect_segments, 0)
     _check_int("sectors", sectors, 1)
     _check_int("sector_size", sector_size, SECTOR_SIZE)
     if sector_size % SECTOR_SIZE:
@@ -1016,13 +1028,16 @@ def negotiate(*, vcpus: int = 16, max_queues: int = 4, backend_max_queues: int |
     fe_max_order = min(max_ring_page_order, XENBUS_MAX_RING_GRANT_ORDER)
     be_max_order = min(backend_max_ring_page_order, XENBUS_MAX_RING_GRANT_ORDER)
     fe_max_queues = min(max_queues, vcpus)
+    fe_max_segments = max(max_indirect_segments, BLKIF_MAX_SEGMENTS_PER_REQUEST)
     be_max_queues = backend_max_queues or dom0_vcpus
 
     q_bound = max(1, fe_max_queues if frontend_num_queues is None else frontend_num_queues)
     o_bound = fe_max_order if frontend_ring_page_order is None else frontend_ring_page_order
     ring_pages = q_bound << o_bound
-    pool = (BLKFRONT_MAX_INDIRECT_SEGMENTS + 1) * const_ring_size(XEN_PAGE_SIZE << o_bound) \
-        * q_bound
+    # blkfront's grant pool (xbq.blkfront.new_blkfront): a page per grant and ring slot, for
+    # at most as many rings as the backend accepts.
+    pool = (fe_max_segments + -(-fe_max_segments // 512)) \
+        * const_ring_size(XEN_PAGE_SIZE << o_bound) * min(q_bound, be_max_queues)
     if front is None:
         need = ring_pages + pool + 4096
         front = xen_domain(DOMID_FRONTEND, front_pages or max(1 << 15, need),
@@ -1060,8 +1075,8 @@ def negotiate(*, vcpus: int = 16, max_queues: int = 4, backend_max_queues: int |
     fdev.otherend_changed = blkback_changed
     talk_to_otherend(fdev, "backend")
     info = blkfront_dev_info(fdev, front, evtchn, fe_max_queues, fe_max_order,
-                             feature_persistent, frontend_num_queues, frontend_ring_page_order,
-                             omit_keys)
+                             feature_persistent, fe_max_segments, frontend_num_queues,
+                             frontend_ring_page_order, omit_keys)
     fdev.driver_data = info
     if blkfront_probe(info) == 0:
         watch_otherend(fdev)

@@ -433,15 +433,9 @@ class XenStore:
         root = self.canonical(root)
         if root not in self._nodes:
             raise XenStoreNoEntry(root)
-        out = []
-
-        def walk(p: str) -> None:
-            out.append((p, self._nodes[p].value))
-            for child in self.directory(p):
-                walk(("" if p == "/" else p) + "/" + child)
-
-        walk(root)
-        return out
+        below = [p for p in self._nodes if _is_child(p, root)]
+        # Sorting by path components gives pre-order: a parent, then its children by name.
+        return [(p, self._nodes[p].value) for p in sorted(below, key=_split)]
 
     def format_tree(self, root: str = "/") -> str:
         """The store below ``root`` as ``xenstore-ls`` prints it: one indented line per node.

@@ -1,0 +1,137 @@
+"""``xbq reproduce``: the whole study, end to end, into one output directory.
+
+Each step writes its files under ``--out`` and a line to the report; a step that fails is
+reported in one line and the others still run (the exit status says something failed).
+Steps, in order:
+
+1. ``handshake``: the XenStore handshake of the seed's two configurations (16 vCPUs; the
+   legacy single ring, and 16 queues), with their trees;
+2. ``ring``: I/Os through the real protocol in one thread on both configurations, ramdisk
+   data verified, counters and round trips per second;
+3. ``seed``: the published table and its summary;
+4. ``models``: every queueing model fitted to the seed, the comparison table, the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import traceback
+from pathlib import Path
+
+from xbq.errors import XbqError
+
+#: Configurations of the seed experiment: a 16-vCPU guest on a 16-vCPU dom0.
+SEED_CONFIGS = {"single_ring": dict(max_queues=1), "multi_ring": dict(max_queues=16)}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="run the whole study end to end and write its results to a directory",
+        description="Run every step of the study (handshake, protocol exchange, seed table, "
+        "model fits) and write tables, figures and a report to --out.",
+    )
+    p.add_argument("--out", default="out", help="output directory (default: out)")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer I/Os and bootstrap resamples (for a smoke test)")
+    p.add_argument("--steps", default=None,
+                   help=f"comma-separated subset of steps (default all: {','.join(STEPS)})")
+    p.set_defaults(func=run)
+
+
+def step_handshake(out: Path, quick: bool) -> str:
+    from xbq.xenbus import negotiate
+
+    lines = []
+    for name, kw in SEED_CONFIGS.items():
+        conn = negotiate(vcpus=16, dom0_vcpus=16, **kw)
+        if not conn.connected:
+            raise XbqError(f"{name}: handshake failed: {conn.error}")
+        (out / f"xenstore-{name}.txt").write_text(conn.store.format_tree() + "\n")
+        lines.append(f"{name}: {conn.nr_rings} ring(s) x {conn.nr_ents} slots, "
+                     f"persistent grants {conn.features['feature_persistent']}, "
+                     f"indirect segments {conn.features['max_indirect_segments']}")
+    return "; ".join(lines)
+
+
+def step_ring(out: Path, quick: bool) -> str:
+    from xbq.loopback import loopback
+    from xbq.xenbus import negotiate
+
+    results, lines = {}, []
+    for name, kw in SEED_CONFIGS.items():
+        conn = negotiate(vcpus=16, dom0_vcpus=16, sectors=1 << 16, **kw)
+        res = loopback(conn, nr_ios=2_000 if quick else 20_000, batch=4, device="ramdisk",
+                       seed=1)
+        results[name] = res
+        lines.append(f"{name}: {res['requests']} requests verified, "
+                     f"{res['round_trips_per_s']:,.0f}/s")
+    (out / "ring.json").write_text(json.dumps(results, indent=2) + "\n")
+    return "; ".join(lines)
+
+
+def step_seed(out: Path, quick: bool) -> str:
+    from xbq.cli.seed import summarize
+    from xbq.datasets import load_seed
+
+    text = summarize(load_seed())
+    (out / "seed.txt").write_text(text + "\n")
+    return text.splitlines()[-2] if text else ""
+
+
+def step_models(out: Path, quick: bool) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from xbq.datasets import load_seed
+    from xbq.fit.compare import compare, markdown_table, residual_table
+    from xbq.plots import plot_fits
+
+    seed = load_seed()
+    table, fits = compare(seed, bootstrap=100 if quick else 1000, seed=0, return_fits=True)
+    table.to_csv(out / "models.csv", index=False)
+    (out / "models.md").write_text("# Models fitted to the seed table\n\n"
+                                   + markdown_table(table) + "\n\n## Residuals\n\n"
+                                   + residual_table(fits) + "\n")
+    plot_fits(seed, fits).savefig(out / "models.png", dpi=120, bbox_inches="tight")
+    best = table.sort_values("r2", ascending=False).groupby("series").head(1)
+    return "; ".join(f"best R² on {r.series}: {r.model} ({r.r2:.3f})" for r in best.itertuples())
+
+
+STEPS = {"handshake": step_handshake, "ring": step_ring, "seed": step_seed,
+         "models": step_models}
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise XbqError(f"cannot create {out}: {exc.strerror}") from None
+    names = list(STEPS) if args.steps is None else [s.strip() for s in args.steps.split(",")]
+    unknown = [s for s in names if s not in STEPS]
+    if unknown:
+        raise XbqError(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(STEPS)}")
+    report, failed = [], []
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"[{name}] ...", flush=True)
+        try:
+            summary = STEPS[name](out, args.quick)
+            status = "ok"
+        except Exception as exc:  # report the step, keep going with the others
+            summary, status = f"{type(exc).__name__}: {exc}", "FAILED"
+            failed.append(name)
+            (out / f"{name}.error.txt").write_text(traceback.format_exc())
+        dt = time.perf_counter() - t0
+        print(f"[{name}] {status} in {dt:.1f} s: {summary}", flush=True)
+        report.append(f"| {name} | {status} | {dt:.1f} | {summary} |")
+    (out / "REPORT.md").write_text(
+        "# xbq reproduce\n\n| step | status | seconds | summary |\n|---|---|---|---|\n"
+        + "\n".join(report) + "\n")
+    print(f"wrote {out}/REPORT.md")
+    if failed:
+        raise XbqError(f"step(s) failed: {', '.join(failed)} (see {out}/<step>.error.txt)")
+    return 0

@@ -1,0 +1,84 @@
+"""Figures of the study (matplotlib/seaborn), shared by ``xbq reproduce`` and the notebooks.
+
+Each function takes tidy frames or fit results and returns a matplotlib ``Figure``; saving
+and showing are the caller's business.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+SERIES_COLORS = {"single_ring": "#c0392b", "multi_ring": "#2471a3"}
+
+
+def _color(series: str, k: int) -> str:
+    return SERIES_COLORS.get(series, sns.color_palette()[k % 10])
+
+
+def plot_fits(data: pd.DataFrame, fits: dict, *, x: str = "jobs", ncols: int = 4):
+    """One panel per model: the data, the fitted curve (and band) of each series, log x.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        Tidy IOPS table (``series``, ``x``, ``iops``).
+    fits : dict
+        ``{model name: FitResult}``.
+    """
+    names = list(fits)
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), sharey=True,
+                             squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        pred = fits[name].predictions()
+        for k, (s, g) in enumerate(pred.groupby("series", sort=True)):
+            c = _color(s, k)
+            curve = g[g.kind == "curve"]
+            ax.plot(curve.x, curve.fit / 1e3, color=c, lw=1.5)
+            if curve.lo.notna().any():
+                ax.fill_between(curve.x, curve.lo / 1e3, curve.hi / 1e3, color=c, alpha=0.2,
+                                lw=0)
+            pts = data[data.series == s]
+            ax.scatter(pts[x], pts.iops / 1e3, color=c, s=18, zorder=3, label=s)
+        r2 = ", ".join(f"{v['r2']:.2f}" for v in fits[name].series.values())
+        ax.set_title(f"{name} (R² {r2})", fontsize=9)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(x)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("kIOPS")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_iops(frames: dict[str, pd.DataFrame], *, x: str = "jobs", title: str | None = None):
+    """IOPS against ``x`` for several tidy tables side by side (e.g. seed, twin, native).
+
+    Parameters
+    ----------
+    frames : dict
+        ``{panel title: frame}``; each frame has ``series`` (or ``mode``), ``x`` and ``iops``
+        (repetitions are averaged, with their range as error bars).
+    """
+    fig, axes = plt.subplots(1, len(frames), figsize=(4.2 * len(frames), 3.2), squeeze=False)
+    for ax, (name, df) in zip(axes.flat, frames.items(), strict=True):
+        key = "series" if "series" in df else "mode"
+        for k, (s, g) in enumerate(df.groupby(key, sort=True)):
+            agg = g.groupby(x)["iops"].agg(["mean", "min", "max"]).reset_index()
+            err = np.vstack([agg["mean"] - agg["min"], agg["max"] - agg["mean"]]) / 1e3
+            ax.errorbar(agg[x], agg["mean"] / 1e3, yerr=err, marker="o", ms=4, capsize=2,
+                        color=_color(s, k), label=s)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(x)
+        ax.set_ylabel("kIOPS")
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

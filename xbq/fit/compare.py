@@ -34,7 +34,8 @@ def compare(df: pd.DataFrame, models=None, *, x: str = "jobs", bootstrap: int = 
         One row per (model, series): ``model``, ``fit`` (``separate`` or ``joint``), ``k``
         (free parameters of that fit), ``n``, ``r2``, ``rmse``, ``loo_rmse``, ``aicc``,
         ``peak_x`` with ``peak_x_lo``/``peak_x_hi`` and ``peak_iops`` with its interval,
-        ``fwd_err_32``/``fwd_err_64`` (relative error when fitted on x <= 16). With
+        ``fwd_err_32``/``fwd_err_64`` (relative error when fitted on x <= 16) and
+        ``fwd_undetermined`` (parameters the training points leave free). With
         ``return_fits`` also the dict of :class:`~xbq.fit.FitResult`.
     """
     models = list(MODELS) if models is None else list(models)
@@ -54,6 +55,68 @@ def compare(df: pd.DataFrame, models=None, *, x: str = "jobs", bootstrap: int = 
                 aicc=e["aicc"], peak_x=e["peak_x"], peak_x_lo=pc["x"][0], peak_x_hi=pc["x"][1],
                 peak_iops=e["peak_iops"], peak_iops_lo=pc["iops"][0],
                 peak_iops_hi=pc["iops"][1], fwd_err_32=ferr.get(32.0),
-                fwd_err_64=ferr.get(64.0)))
+                fwd_err_64=ferr.get(64.0),
+                fwd_undetermined=",".join(fwd.get("undetermined", []))))
     table = pd.DataFrame(rows)
     return (table, fits) if return_fits else table
+
+
+def _num(v, fmt):
+    return "—" if v is None or v != v else format(v, fmt)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """The comparison table as Markdown (k, R², RMSE, LOO RMSE, AICc, peak, forward test)."""
+    lines = ["| model | fit | series | k | R² | RMSE (kIOPS) | LOO RMSE (kIOPS) | AICc | "
+             "peak jobs [95% CI] | peak kIOPS [95% CI] | fwd err 32 / 64 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        peak_x = f"{r.peak_x:g} [{_num(r.peak_x_lo, 'g')}, {_num(r.peak_x_hi, 'g')}]"
+        peak_y = (f"{r.peak_iops / 1e3:.0f} [{_num(r.peak_iops_lo / 1e3, '.0f')}, "
+                  f"{_num(r.peak_iops_hi / 1e3, '.0f')}]")
+        fwd = (f"{_num(100 * r.fwd_err_32, '+.0f')}% / {_num(100 * r.fwd_err_64, '+.0f')}%"
+               if r.fwd_err_32 is not None else "—")
+        if getattr(r, "fwd_undetermined", ""):
+            fwd += f" († {r.fwd_undetermined} not determined by jobs <= 16)"
+        loo = _num(None if r.loo_rmse is None else r.loo_rmse / 1e3, ".1f")
+        lines.append(f"| {r.model} | {r.fit} | {r.series} | {r.k} | {r.r2:.3f} | "
+                     f"{r.rmse / 1e3:.1f} | {loo} | {_num(r.aicc, '.1f')} | {peak_x} | "
+                     f"{peak_y} | {fwd} |")
+    return "\n".join(lines)
+
+
+def residual_table(fits: dict) -> str:
+    """Relative residuals ``(observed - fit)/fit`` of every model at every point, Markdown."""
+    frames = [f.predictions().query("kind == 'data'") for f in fits.values()]
+    df = pd.concat(frames)
+    wide = df.pivot_table(index=["series", "x"], columns="model", values="rel_residual",
+                          sort=False)
+    wide = wide[[m for m in fits if m in wide.columns]]
+    cols = list(wide.columns)
+    lines = ["| series | jobs | " + " | ".join(cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for (s, x), row in wide.iterrows():
+        lines.append(f"| {s} | {x:g} | " + " | ".join(f"{100 * v:+.1f}%" for v in row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """Print the docs/models.md tables for the seed: ``python -m xbq.fit``."""
+    import argparse
+
+    from xbq.datasets import load_seed
+
+    p = argparse.ArgumentParser(prog="python -m xbq.fit")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    table, fits = compare(load_seed(), bootstrap=args.bootstrap, seed=args.seed,
+                          return_fits=True)
+    print(markdown_table(table))
+    print()
+    print(residual_table(fits))
+    print()
+    for name in ("usl-capped", "ticket", "xenblk"):
+        print(f"<details><summary>{name} report</summary>\n\n```\n{fits[name].report()}\n```\n"
+              "</details>\n")
+    return 0

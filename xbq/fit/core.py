@@ -251,4 +251,8 @@ def _forward(prob: Problem, rng, n_starts) -> dict:
         return dict(note=f"{int(train.sum())} training points for {prob.k} parameters")
     res = solve(prob, starts(prob, n_starts, rng), mask=train.astype(float))
     pred = prob.predict_all(res.x[None, :])[0]
-    return dict(pred=pred, test=test, theta=res.x)
+    # parameters the training points do not constrain (their Jacobian column vanishes)
+    J = res.jac[train]
+    norms = np.linalg.norm(J * np.maximum(np.abs(res.x), 1e-12), axis=0)
+    blind = [prob.labels[j] for j in range(prob.k) if norms[j] <= 1e-6 * max(norms.max(), 1e-300)]
+    return dict(pred=pred, test=test, theta=res.x, undetermined=blind)

@@ -152,7 +152,8 @@ class FitResult:
                         err = (fp[t] - ys[t]) / ys[t]
                         entry["forward"] = {"x": prob.x[s][t].tolist(), "pred": fp[t].tolist(),
                                             "obs": ys[t].tolist(), "rel_err": err.tolist(),
-                                            "rmse": _f(np.sqrt(np.mean((fp[t] - ys[t]) ** 2)))}
+                                            "rmse": _f(np.sqrt(np.mean((fp[t] - ys[t]) ** 2))),
+                                            "undetermined": fwd.get("undetermined", [])}
                     else:
                         entry["forward"] = None
                 else:
@@ -281,12 +282,14 @@ class FitResult:
                     txt += f"  [{ci[j][0]:.4g}, {ci[j][1]:.4g}]"
                 L.append(txt + f"  {unit}")
             fixed = []
-            for s in g["series"]:
-                base = g["base"][s]
-                for i, p in enumerate(spec.params):
-                    if not any(f[0] == p.name for f in g["free"]):
-                        fixed.append(f"{p.name}={base[i]:g}" + (f"[{s}]" if len(g["series"]) > 1
-                                                                 else ""))
+            for i, p in enumerate(spec.params):
+                if any(f[0] == p.name for f in g["free"]):
+                    continue
+                vals = {s: g["base"][s][i] for s in g["series"]}
+                if len(set(vals.values())) == 1:
+                    fixed.append(f"{p.name}={next(iter(vals.values())):g}")
+                else:
+                    fixed += [f"{p.name}[{s}]={v:g}" for s, v in vals.items()]
             if fixed:
                 L.append("    fixed: " + ", ".join(dict.fromkeys(fixed)))
             if g.get("corr"):
@@ -314,7 +317,10 @@ class FitResult:
                 f = e["forward"]
                 errs = ", ".join(f"{x:g}: {r:+.1%}" for x, r in
                                  zip(f["x"], f["rel_err"], strict=True))
-                L.append(f"      forward test (fit {self.x} <= 16): {errs}")
+                blind = f.get("undetermined") or []
+                note = (f" (not determined by the training points: {', '.join(blind)})"
+                        if blind else "")
+                L.append(f"      forward test (fit {self.x} <= 16): {errs}{note}")
         if self.warnings:
             L.append("[[Warnings]]")
             L += [f"    {w}" for w in self.warnings]

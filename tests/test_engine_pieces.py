@@ -1,0 +1,122 @@
+"""The pieces both engines share: random streams, workloads, histograms, the results store."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from xbq.errors import XbqError
+from xbq.hist import NR_BUCKETS, hist_bucket, hist_mean, hist_quantiles, hist_record, new_hist
+from xbq.results import COLUMNS, ResultsStore, to_frame, to_json_rows
+from xbq.rng import new_streams, rng_below, rng_exponential, rng_next, rng_uniform
+from xbq.workload import (
+    IOMETER_BSSPLIT,
+    mean_request_sectors,
+    new_workload,
+    next_io,
+    parse_bssplit,
+    split_count,
+)
+
+
+def test_xoshiro_reference_output():
+    """xoshiro256** from state (1, 2, 3, 4): the reference implementation's first outputs."""
+    s = np.array([1, 2, 3, 4], np.uint64)
+    assert [int(rng_next(s)) for _ in range(3)] == [11520, 0, 1509978240]
+
+
+def test_streams_reproducible_and_independent():
+    a, b = new_streams(5, 3), new_streams(5, 3)
+    np.testing.assert_array_equal(a, b)
+    assert len({tuple(row) for row in a}) == 3
+    x = [rng_uniform(a[0]) for _ in range(2000)]
+    y = [rng_uniform(a[1]) for _ in range(2000)]
+    assert abs(np.corrcoef(x, y)[0, 1]) < 0.1
+
+
+def test_distributions():
+    s = new_streams(1, 1)[0]
+    u = np.array([rng_uniform(s) for _ in range(20_000)])
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+    k = np.array([rng_below(s, 6) for _ in range(30_000)])
+    assert k.min() == 0 and k.max() == 5
+    assert stats.chisquare(np.bincount(k)).pvalue > 1e-3
+    e = np.array([rng_exponential(s, 3.0) for _ in range(20_000)])
+    assert stats.kstest(e, "expon", args=(0, 3.0)).pvalue > 1e-3
+
+
+def test_bssplit_parsing():
+    sizes, pcts = parse_bssplit(IOMETER_BSSPLIT)
+    assert sizes.tolist() == [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
+    assert pcts.sum() == 100
+    for bad in ("4k", "4k/50", "700/100", "4x/100", "4k/-1:8k/101", "0/100", "4k/abc"):
+        with pytest.raises(XbqError):
+            parse_bssplit(bad)
+
+
+def test_iometer_draws_match_the_split():
+    wl = new_workload(dev_sectors=1 << 20)
+    s = new_streams(3, 1)[0]
+    draws = np.array([next_io(wl, s) for _ in range(40_000)], dtype=np.int64)
+    writes, sectors, nsect = draws[:, 0], draws[:, 1], draws[:, 2]
+    assert abs(1 - writes.mean() - 0.80) < 0.01
+    shares = {int(n): (nsect == n).mean() for n in np.unique(nsect)}
+    assert abs(shares[8] - 0.60) < 0.01 and abs(shares[128] - 0.10) < 0.01
+    assert (sectors >= 0).all() and (sectors + nsect <= 1 << 20).all()
+    assert abs(nsect.mean() - mean_request_sectors(wl)) < 0.5
+    assert split_count(128, 88) == 2 and split_count(88, 88) == 1
+
+
+def test_histogram_quantiles_within_bucket_error():
+    h = new_hist(1)[0]
+    x = np.random.default_rng(0).lognormal(10, 1, 50_000).astype(np.int64)
+    for v in x:
+        hist_record(h, v)
+    for q, got in zip((0.5, 0.99, 0.999), hist_quantiles(h, (0.5, 0.99, 0.999)), strict=True):
+        assert abs(got / np.quantile(x, q) - 1) < 0.04
+    assert abs(hist_mean(h) / x.mean() - 1) < 0.04
+    assert hist_bucket(0) == 0 and hist_bucket(31) == 31 and hist_bucket(2**62) < NR_BUCKETS
+    assert np.isnan(hist_quantiles(new_hist(1), (0.5,))[0])
+
+
+def _row(**kw):
+    row = dict.fromkeys(COLUMNS, 0)
+    row.update(engine="native", mode="sq")
+    row.update(kw)
+    return row
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_store_appends_and_resumes(tmp_path, suffix):
+    path = tmp_path / f"r{suffix}"
+    store = ResultsStore(path, {"command": "test"})
+    store.append([_row(jobs=1, iops=10.0)])
+    store.append([_row(jobs=4, iops=40.0, extra=1.5)])
+    meta = json.loads((tmp_path / f"r{suffix}.meta.json").read_text())
+    assert meta["command"] == "test" and meta["machine"]["logical_cpus"] >= 1
+    again = ResultsStore(path, resume=True)
+    assert again.done(["jobs"]) == {(1,), (4,)}
+    assert again.frame["iops"].tolist() == [10.0, 40.0]
+    fresh = ResultsStore(path)
+    assert fresh.done(["jobs"]) == set() and not path.exists()
+
+
+def test_store_errors(tmp_path):
+    with pytest.raises(XbqError, match="must end in"):
+        ResultsStore(tmp_path / "r.txt")
+    with pytest.raises(XbqError, match="does not exist"):
+        ResultsStore(tmp_path / "missing" / "r.csv")
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(XbqError, match="cannot resume"):
+        ResultsStore(tmp_path / "bad.parquet", resume=True)
+    with pytest.raises(XbqError, match="lacks column"):
+        to_frame([{"engine": "native"}])
+
+
+def test_json_rows():
+    frame = to_frame([_row(iops=float("nan"))])
+    rows = json.loads(to_json_rows(frame))
+    assert rows[0]["iops"] is None and list(rows[0])[: len(COLUMNS)] == list(COLUMNS)
+    assert isinstance(frame, pd.DataFrame)

@@ -253,6 +253,7 @@ def _forward(prob: Problem, rng, n_starts) -> dict:
     pred = prob.predict_all(res.x[None, :])[0]
     # parameters the training points do not constrain (their Jacobian column vanishes)
     J = res.jac[train]
-    norms = np.linalg.norm(J * np.maximum(np.abs(res.x), 1e-12), axis=0)
+    typical = np.array([abs(prob.spec.param(nm).default) for nm, _ in prob.free])
+    norms = np.linalg.norm(J * np.maximum(np.abs(res.x), typical), axis=0)
     blind = [prob.labels[j] for j in range(prob.k) if norms[j] <= 1e-6 * max(norms.max(), 1e-300)]
     return dict(pred=pred, test=test, theta=res.x, undetermined=blind)

@@ -44,7 +44,7 @@ OUT = Path(os.environ.get("XBQ_FIGURES", "out/fit_models"))
 OUT.mkdir(parents=True, exist_ok=True)
 BOOTSTRAP = int(os.environ.get("XBQ_BOOTSTRAP", "300"))
 seed = load_seed()
-seed
+print(seed.to_string(index=False))
 
 # %% [markdown]
 # ## Fit every model and compare
@@ -66,10 +66,10 @@ data = pred[pred.kind == "data"]
 g = sns.FacetGrid(curves, col="model", col_wrap=4, hue="series", sharey=False, height=2.6)
 g.map_dataframe(sns.lineplot, x="x", y="fit")
 for ax, (name, sub) in zip(g.axes.flat, curves.groupby("model", sort=False), strict=False):
-    for i, (s, part) in enumerate(sub.groupby("series")):
+    for i, (_s, part) in enumerate(sub.groupby("series")):
         ax.fill_between(part.x, part.lo, part.hi, alpha=0.2, color=f"C{i}")
     d = data[data.model == name]
-    for i, (s, part) in enumerate(d.groupby("series")):
+    for i, (_s, part) in enumerate(d.groupby("series")):
         ax.scatter(part.x, part.iops, color=f"C{i}", s=14, zorder=3)
     ax.set_xscale("log", base=2)
 g.add_legend()

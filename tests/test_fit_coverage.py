@@ -12,7 +12,7 @@ X = np.array([1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64.0])
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model,kind", [("usl", "residual"), ("usl", "parametric"),
-                                        ("ticket", "residual")])
+                                        ("ticket", "residual"), ("ticket", "parametric")])
 def test_bootstrap_coverage_is_near_nominal(model, kind):
     draws, hits = 120, {}
     for i in range(draws):
@@ -27,9 +27,10 @@ def test_bootstrap_coverage_is_near_nominal(model, kind):
     print(model, kind, rates)
     # nominal 95 %; with 11 points and 3 parameters percentile intervals run a little short.
     # 120 draws: binomial sd ~2 %, so [0.85, 0.995] flags real miscalibration only.
-    # Known limitation, measured and reported in docs/models.md: the ticket model's think
-    # time ``a`` covers only ~0.81 (its four capped points past 16 jobs carry no new
-    # information about ``a``, so the effective sample is smaller than n).
-    floor = {("ticket", "think"): 0.70}
+    # Known limitation, measured and reported in docs/models.md: residual-bootstrap
+    # percentile intervals under-cover (0.85-0.92), worst for the ticket model's think time
+    # ``a`` (~0.80: its four capped points past 16 jobs add no information about ``a``).
+    # The parametric bootstrap draws sigma from its sampling distribution and comes closer.
+    floor = {("ticket", "think", "residual"): 0.70}
     for p, r in rates.items():
-        assert floor.get((model, p), 0.85) <= r <= 0.995, (p, r)
+        assert floor.get((model, p, kind), 0.85) <= r <= 0.995, (p, r)

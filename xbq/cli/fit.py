@@ -34,9 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weighting", choices=("relative", "absolute"), default="relative",
                    help="residuals relative to the observed IOPS (default) or absolute")
     p.add_argument("--bootstrap", type=nonnegative_int, default=1000, metavar="N",
-                   help="residual-bootstrap resamples for intervals (default 1000; 0 = none)")
-    p.add_argument("--parametric", action="store_true",
-                   help="parametric (Gaussian) bootstrap instead of residual resampling")
+                   help="bootstrap resamples for intervals (default 1000; 0 = none)")
+    p.add_argument("--resample", choices=("parametric", "residual"), default="parametric",
+                   help="parametric: Gaussian noise with sigma drawn from its sampling "
+                   "distribution (default); residual: resample leverage-adjusted residuals")
     p.add_argument("--seed", type=int, default=0, help="seed for starts and resampling")
     p.add_argument("--profile", metavar="PARAM",
                    help="also compute the profile-likelihood interval of one parameter")
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                            f"{p.column!r} column or pass --fix {p.name}=VALUE")
     result = fit(df, spec, x=args.x, joint=args.joint, fix=fix, free=tuple(args.free),
                  weighting=args.weighting, bootstrap=args.bootstrap,
-                 bootstrap_kind="parametric" if args.parametric else "residual",
+                 bootstrap_kind=args.resample,
                  seed=args.seed)
     prof = None
     if args.profile:

@@ -22,7 +22,7 @@ def compare(df: pd.DataFrame, models=None, *, x: str = "jobs", bootstrap: int = 
     models : iterable of str, optional
         Registry names (default: all).
     bootstrap : int
-        Residual-bootstrap resamples per fit (for the peak interval).
+        Parametric-bootstrap resamples per fit (for the parameter and peak intervals).
     joint : iterable of str
         Models fitted jointly across series (parameters shared unless marked local).
     fix : dict, optional

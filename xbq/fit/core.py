@@ -95,7 +95,7 @@ def peak_grid(problem: Problem) -> dict[str, np.ndarray]:
 
 def fit(df: pd.DataFrame, model: str | ModelSpec, *, x: str = "jobs", joint: bool = False,
         fix: dict[str, float] | None = None, free: tuple[str, ...] = (),
-        weighting: str = "relative", bootstrap: int = 0, bootstrap_kind: str = "residual",
+        weighting: str = "relative", bootstrap: int = 0, bootstrap_kind: str = "parametric",
         seed: int = 0, n_starts: int = 8, loo: bool = True, forward: bool = True,
         level: float = LEVEL) -> FitResult:
     """Fit ``model`` to a tidy IOPS table.
@@ -120,8 +120,12 @@ def fit(df: pd.DataFrame, model: str | ModelSpec, *, x: str = "jobs", joint: boo
         Residuals divided by the observed IOPS (default) or by the mean level.
     bootstrap : int
         Bootstrap resamples (0: none).
-    bootstrap_kind : {"residual", "parametric"}
-        Resample scaled residuals, or draw Gaussian noise with the fitted sigma.
+    bootstrap_kind : {"parametric", "residual"}
+        ``parametric`` (default): Gaussian noise (relative, or absolute) with sigma drawn per
+        replicate from its n - k degree-of-freedom sampling distribution; ``residual``:
+        resample leverage-adjusted residuals. With 6-12 points the residual percentile
+        intervals under-cover (about 0.85-0.92 for nominal 0.95 in the slow coverage test);
+        the parametric ones come closer (0.91-0.98).
     seed : int
         Seed for starts and resampling.
     n_starts : int
@@ -183,7 +187,8 @@ def _fit_group(prob: Problem, rng, *, n_starts, bootstrap, kind, loo, forward, l
     moved = ~np.isclose(theta, starts(prob, 1, rng)[0], rtol=1e-6, atol=0)
     group["moved"] = moved
     if bootstrap and dof > 0:
-        group["boot"] = _bootstrap(prob, theta, res.fun, bootstrap, kind, rng, grid, level)
+        group["boot"] = _bootstrap(prob, theta, res.fun, bootstrap, kind, rng, grid, level,
+                                   jac=res.jac)
     elif bootstrap:
         group["warnings"].append("bootstrap skipped: no residual degrees of freedom")
     if loo:
@@ -193,19 +198,34 @@ def _fit_group(prob: Problem, rng, *, n_starts, bootstrap, kind, loo, forward, l
     return group
 
 
-def _bootstrap(prob: Problem, theta, resid_w, B, kind, rng, grid, level) -> dict:
+def leverages(jac: np.ndarray) -> np.ndarray:
+    """Diagonal of the hat matrix ``J (J^T J)^+ J^T`` of a (weighted) Jacobian."""
+    return np.einsum("ij,ji->i", jac, np.linalg.pinv(jac.T @ jac) @ jac.T)
+
+
+def _bootstrap(prob: Problem, theta, resid_w, B, kind, rng, grid, level, jac=None) -> dict:
     n, k = prob.n, prob.k
     y = prob.y_all
     fitted = prob.predict_all(theta[None, :])[0]
     scale = prob.scale(y)
     if kind == "residual":
-        # residuals on the fitted curve's scale, centred and inflated by sqrt(n/(n-k))
+        # residuals on the fitted curve's scale, leverage-adjusted (Davison & Hinkley 1997,
+        # alg. 6.3: e_i / sqrt(1 - h_ii)) and centred; without a Jacobian, inflated by
+        # sqrt(n/(n-k)) instead
         e = (y - fitted) / (fitted if prob.weighting == "relative" else scale)
-        e = (e - e.mean()) * np.sqrt(n / (n - k))
+        if jac is not None:
+            h = np.clip(leverages(jac), 0.0, 0.99)
+            e = e / np.sqrt(1.0 - h)
+        else:
+            e = e * np.sqrt(n / (n - k))
+        e = e - e.mean()
         draws = e[rng.integers(0, n, size=(B, n))]
     else:
-        sigma = np.sqrt(float(resid_w @ resid_w) / (n - k))
-        draws = rng.normal(0.0, sigma, size=(B, n))
+        # sigma itself is uncertain with n - k degrees of freedom: draw it per replicate
+        # from s^2 (n-k)/chi2(n-k), so the intervals widen like t rather than z quantiles
+        s2 = float(resid_w @ resid_w) / (n - k)
+        sigma = np.sqrt(s2 * (n - k) / rng.chisquare(n - k, size=(B, 1)))
+        draws = rng.normal(0.0, 1.0, size=(B, n)) * sigma
     if prob.weighting == "relative":
         ystar = fitted[None, :] * (1.0 + draws)
     else:

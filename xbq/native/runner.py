@@ -1,0 +1,540 @@
+"""Run one measured point of the native engine: handshake, threads, watchdog, checks, a row.
+
+:func:`run_point` connects a blkfront/blkback pair through the real XenStore handshake
+(:func:`xbq.xenbus.negotiate`), builds the engine arrays, starts one OS thread per backend ring
+and per fio job (each runs a ``nogil`` loop of :mod:`xbq.native.kernels`), and lets the Python
+main thread keep time and watch: it moves the run through warm-up, the measured window and
+the drain, and aborts it (through the shared stop word every loop checks) when no thread makes
+progress. After the drain it checks that every driver request completed exactly once and,
+with the ramdisk, that the disk holds exactly what was written; any violation raises
+:class:`xbq.errors.XbqError`.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xbq.blkback import BS_BATCHES, BS_NOTIFY, BS_REQUESTS, BS_RESPONSES, new_blkback
+from xbq.blkfront import (
+    BLKIF_STATE_CONNECTED,
+    FS_INTERRUPTS,
+    FS_NOTIFY,
+    FS_REQUESTS,
+    FS_RESPONSES,
+    FS_RING_FULL,
+    P_CONNECTED,
+    max_sectors,
+    new_blkfront,
+)
+from xbq.errors import XbqError
+from xbq.hist import hist_mean, hist_quantiles, new_hist
+from xbq.locks import (
+    LK_ACQUIRED,
+    LK_CONTENDED,
+    LK_MAX_WAITERS,
+    LK_WAIT_NS,
+    LK_YIELDS,
+    LOCK_WORDS,
+    MCS_WORDS,
+    lock_kind,
+    new_locks,
+    new_mcs_nodes,
+)
+from xbq.native import kernels as K
+from xbq.ring import sring_header
+from xbq.rng import new_streams
+from xbq.vbd import VBD_KINDS, new_vbd
+from xbq.workload import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, new_workload
+
+MODES = ("sq", "mq")
+#: blkback's ``max_queues`` default is the backend domain's online CPUs; negotiate's dom0 has 16.
+DEFAULT_BACKEND_MAX_QUEUES = 16
+DEV_NAME = "1.xvda"  # blkback names its ring threads "<domid>.<devname>-<ring>"
+
+
+@dataclass(frozen=True)
+class NativeConfig:
+    """One measured point.
+
+    Attributes
+    ----------
+    mode : {"sq", "mq"}
+        ``sq``: one ring behind one ``io_lock``; ``mq``: ``queues`` rings, a ``ring_lock`` each.
+    jobs, queues, vcpus, iodepth : int
+        fio jobs (threads), rings asked for in mq mode, guest vCPUs, I/Os in flight per job.
+    bssplit, rwmixread : str, float
+        The fio workload (default: IOmeter file server, 80 % reads).
+    device : {"null", "ramdisk"}
+    ring_page_order : int
+        blkfront's ``max_ring_page_order`` (blkback allows up to 4).
+    lock : {"ticket", "ttas", "mcs"}
+    duration_s, warmup_s : float
+        Measured window and the warm-up before it (s).
+    seed, rep : int
+        Random streams come from ``SeedSequence([seed, rep])``, one per job.
+    dev_sectors : int or None
+        Device size in 512-byte sectors (None: 2**21 for null, 2**18 for the ramdisk).
+    backend_max_queues : int
+        blkback's ``max_queues``; asking for more queues is an error.
+    stall_s : float
+        The watchdog aborts after this long without progress (s).
+    lock_timeout_s : float
+        A lock waiter gives up after this long (s).
+    spin : int
+        Pause-spins before an idle thread starts yielding.
+    stall_ring, stall_after : int
+        Test hook: the backend thread of ring ``stall_ring`` stops servicing after
+        ``stall_after`` requests (-1: never).
+    """
+
+    mode: str = "mq"
+    jobs: int = 1
+    queues: int = 4
+    vcpus: int = 16
+    iodepth: int = 32
+    bssplit: str = IOMETER_BSSPLIT
+    rwmixread: float = IOMETER_RWMIXREAD
+    device: str = "null"
+    ring_page_order: int = 0
+    lock: str = "ticket"
+    duration_s: float = 2.0
+    warmup_s: float = 0.5
+    seed: int = 0
+    rep: int = 0
+    dev_sectors: int | None = None
+    backend_max_queues: int = DEFAULT_BACKEND_MAX_QUEUES
+    stall_s: float = 3.0
+    lock_timeout_s: float = 10.0
+    spin: int = 200
+    stall_ring: int = -1
+    stall_after: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def check_config(cfg: NativeConfig) -> None:
+    """Refuse a bad point with a one-line :class:`XbqError` before anything is built."""
+    if cfg.mode not in MODES:
+        raise XbqError(f"unknown mode {cfg.mode!r}; choose sq or mq")
+    for name in ("jobs", "queues", "vcpus", "iodepth"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise XbqError(f"{name} must be an integer >= 1, not {value!r}")
+    if cfg.mode == "mq":
+        if cfg.queues > cfg.backend_max_queues:
+            raise XbqError(f"{cfg.queues} queues exceed the backend's maximum of "
+                           f"{cfg.backend_max_queues} (multi-queue-max-queues)")
+        if cfg.queues > cfg.vcpus:
+            raise XbqError(f"{cfg.queues} queues exceed the {cfg.vcpus} vCPUs "
+                           "(blkfront caps max_queues at the online vCPUs)")
+    lock_kind(cfg.lock)
+    if cfg.device not in VBD_KINDS:
+        raise XbqError(f"unknown device {cfg.device!r}; choose null or ramdisk")
+    if not 0 <= cfg.ring_page_order <= 4:
+        raise XbqError(f"ring page order must be 0..4, not {cfg.ring_page_order}")
+    if not cfg.duration_s > 0 or cfg.warmup_s < 0:
+        raise XbqError("duration must be > 0 s and warm-up >= 0 s")
+    if not cfg.stall_s > 0 or not cfg.lock_timeout_s > 0:
+        raise XbqError("the watchdog and lock timeouts must be > 0 s")
+
+
+def blk_mq_map_queues(nr_cpus: int, nr_queues: int) -> np.ndarray:
+    """blk-mq's default vCPU -> hardware-queue map of 2015 (``blk_mq_map_queues``).
+
+    With no thread siblings (PV vCPUs have none) each CPU goes to
+    ``cpu_to_queue_index(nr_cpus, nr_queues, cpu) = cpu * nr_queues / nr_cpus``: contiguous
+    blocks of vCPUs share a queue. (Linux 4.20+ uses ``cpu % nr_queues`` instead.)
+    """
+    return np.arange(nr_cpus, dtype=np.int64) * nr_queues // nr_cpus
+
+
+def _connect(cfg: NativeConfig, sectors: int, buffer_pages: int):
+    from xbq.abi import BLKFRONT_MAX_INDIRECT_SEGMENTS, ring_size
+    from xbq.xenbus import negotiate
+
+    queues = cfg.queues if cfg.mode == "mq" else 1
+    nr_ents = ring_size(cfg.ring_page_order)
+    pool = (BLKFRONT_MAX_INDIRECT_SEGMENTS + 1) * nr_ents * queues
+    front_pages = max(1 << 15, 4096 + (16 + 1) * queues + pool + buffer_pages)
+    conn = negotiate(vcpus=cfg.vcpus, max_queues=queues,
+                     backend_max_queues=cfg.backend_max_queues,
+                     dom0_vcpus=cfg.backend_max_queues,
+                     max_ring_page_order=cfg.ring_page_order, sectors=sectors,
+                     front_pages=front_pages)
+    if not conn.connected:
+        raise XbqError(f"the handshake failed: {conn.error}")
+    if conn.nr_rings != queues:
+        raise XbqError(f"the handshake gave {conn.nr_rings} rings, not the {queues} asked for")
+    return conn
+
+
+class _Point:
+    """Everything one run builds (kept together so the watchdog can describe it)."""
+
+    def __init__(self, cfg: NativeConfig):
+        check_config(cfg)
+        self.cfg = cfg
+        J, D = cfg.jobs, cfg.iodepth
+        data = cfg.device == "ramdisk"
+        sectors = cfg.dev_sectors or (1 << 18 if data else 1 << 21)
+        wl0 = new_workload(cfg.bssplit, cfg.rwmixread, sectors)  # validates the workload
+        align = int(wl0.params[2])
+        region = (sectors // J) // max(align, 8) * max(align, 8)
+        if region < int(wl0.sectors.max()):
+            raise XbqError(f"a {sectors}-sector device is too small for {J} jobs "
+                           f"(each needs a region of at least {int(wl0.sectors.max())} sectors)")
+        self.wl = new_workload(cfg.bssplit, cfg.rwmixread, region)
+        max_bs = int(self.wl.sectors.max())
+        slot_pages = -(-max_bs // 8)
+        buffer_pages = J * D * slot_pages if data else slot_pages
+        self.conn = _connect(cfg, sectors, buffer_pages)
+        R = self.conn.nr_rings
+        self.R, self.J, self.D = R, J, D
+        self.fi = new_blkfront(self.conn, touch_data=data)
+        self.vbd = new_vbd(cfg.device, sectors)
+        self.be = new_blkback(self.conn, self.vbd)
+        maxs = max_sectors(self.fi)
+        maxp = -(-max_bs // maxs)
+        first_buf = self.conn.front.alloc_pages(buffer_pages)
+        slot_buf = (first_buf + np.arange(J * D, dtype=np.int64) * slot_pages) if data \
+            else np.full(J * D, first_buf, np.int64)  # the null device never touches data
+        job_vcpu = np.arange(J, dtype=np.int64) % cfg.vcpus
+        if cfg.mode == "mq":
+            qmap = blk_mq_map_queues(cfg.vcpus, R)
+            irq_vcpu = np.array([int(np.flatnonzero(qmap == q)[0]) for q in range(R)], np.int64)
+        else:
+            qmap = np.zeros(cfg.vcpus, np.int64)
+            irq_vcpu = np.zeros(1, np.int64)
+        self.qmap, self.irq_vcpu, self.job_vcpu = qmap, irq_vcpu, job_vcpu
+        params = np.zeros(K.N_NP, np.int64)
+        params[K.NP_JOBS] = J
+        params[K.NP_RINGS] = R
+        params[K.NP_IODEPTH] = D
+        params[K.NP_MAX_SECTORS] = maxs
+        params[K.NP_MAX_PIECES] = maxp
+        params[K.NP_LOCK] = lock_kind(cfg.lock)
+        params[K.NP_TIMEOUT_NS] = int(cfg.lock_timeout_s * 1e9)
+        params[K.NP_DATA] = int(data)
+        params[K.NP_REGION] = region
+        params[K.NP_SPIN] = cfg.spin
+        params[K.NP_STALL_RING] = cfg.stall_ring
+        params[K.NP_STALL_AFTER] = cfg.stall_after
+        ss = np.random.SeedSequence([cfg.seed, cfg.rep])
+        streams = new_streams(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)), J)
+        ntags = J * D * maxp
+        T = J + R
+        self.nr = K.native_run(
+            ctl=np.zeros(K.N_CTL, np.int64), params=params, job_ring=qmap[job_vcpu].copy(),
+            job_vcpu=job_vcpu, irq_vcpu=irq_vcpu, locks=new_locks(R),
+            mcs_nodes=new_mcs_nodes(J), cnt=np.zeros((T, K.CNT_WORDS), np.int64),
+            hist=new_hist(J), streams=streams,
+            slot_state=np.full(J * D, K.SLOT_FREE, np.int64),
+            slot_t0=np.zeros(J * D, np.int64), slot_write=np.zeros(J * D, np.int64),
+            slot_sector=np.zeros(J * D, np.int64), slot_nsect=np.zeros(J * D, np.int64),
+            slot_seq=np.zeros(J * D, np.int64), slot_buf=slot_buf,
+            issued=np.zeros(ntags, np.int64), completed=np.zeros(ntags, np.int64),
+            done_tag=np.zeros((J, self.conn.nr_ents), np.int64),
+            done_status=np.zeros((J, self.conn.nr_ents), np.int64),
+            job_done=np.zeros(J * 8, np.int64),
+            wseq=np.full(sectors if data else 1, K.WSEQ_NEVER, np.int64))
+        self.sectors, self.region, self.data = sectors, region, data
+        assert self.nr.mcs_nodes.size >= J * MCS_WORDS
+
+    # -- names and ring state for messages -------------------------------------------------
+
+    def thread_name(self, t: int) -> str:
+        if t < self.J:
+            v = int(self.job_vcpu[t])
+            return f"job {t} (vCPU {v}, ring {int(self.nr.job_ring[t])})"
+        return f"backend thread {DEV_NAME}-{t - self.J} (ring {t - self.J})"
+
+    def ring_indices(self, r: int) -> dict[str, int]:
+        hdr = sring_header(self.fi.srings[r])
+        return {"req_prod": hdr["req_prod"], "req_cons": int(self.be.back_pvt[r]["req_cons"]),
+                "rsp_prod": hdr["rsp_prod"], "rsp_cons": int(self.fi.front_pvt[r]["rsp_cons"]),
+                "req_prod_pvt": int(self.fi.front_pvt[r]["req_prod_pvt"])}
+
+    def describe_ring(self, r: int) -> str:
+        ix = self.ring_indices(r)
+        return (f"ring {r}: req_prod={ix['req_prod']} req_cons={ix['req_cons']} "
+                f"rsp_prod={ix['rsp_prod']} rsp_cons={ix['rsp_cons']}")
+
+    def snapshot(self) -> dict:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return {"t": time.perf_counter(), "cpu": ru.ru_utime + ru.ru_stime,
+                "cnt": self.nr.cnt.copy(), "fs": self.fi.stats.copy(),
+                "bs": self.be.stats.copy(), "locks": self.nr.locks.copy()}
+
+
+# --- threads and the watchdog -------------------------------------------------------------------
+
+
+def _thread_main(fn, args, t, errors, ctl):
+    try:
+        fn(*args)
+    except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        errors.append((t, exc))
+        if ctl[K.C_ABORT] == 0:
+            ctl[K.C_ABORT_WHO] = t
+            ctl[K.C_ABORT] = K.AB_PYTHON
+
+
+def _compile(pt: _Point) -> None:
+    """Compile both loops in this thread (an aborted run returns at once), then reset."""
+    nr = pt.nr
+    nr.ctl[K.C_ABORT] = K.AB_PYTHON
+    K.job_loop(0, pt.fi, nr, pt.wl)
+    K.backend_loop(0, pt.J, pt.be, nr)
+    nr.ctl[:] = 0
+
+
+class _Watchdog:
+    """Polls progress counters; decides when the run is stalled and who stalled it."""
+
+    def __init__(self, pt: _Point):
+        self.pt = pt
+        now = time.monotonic()
+        self.last = pt.nr.cnt[:, K.CNT_PROGRESS].copy()
+        self.since = np.full(self.last.size, now)
+        self.global_since = now
+
+    def check(self) -> str | None:
+        pt, cfg = self.pt, self.pt.cfg
+        now = time.monotonic()
+        prog = pt.nr.cnt[:, K.CNT_PROGRESS].copy()
+        moved = prog != self.last
+        self.since[moved] = now
+        if moved.any():
+            self.global_since = now
+        self.last = prog
+        stalled = []
+        for r in range(pt.R):  # a backend with requests waiting that does not consume them
+            t = pt.J + r
+            ix = pt.ring_indices(r)
+            if ix["req_prod"] != ix["req_cons"] and now - self.since[t] > cfg.stall_s:
+                stalled.append(f"{pt.thread_name(t)} with requests waiting "
+                               f"[{pt.describe_ring(r)}]")
+        for r in range(pt.R):  # responses nobody consumes: the bound interrupt's jobs
+            ix = pt.ring_indices(r)
+            handlers = np.flatnonzero(pt.job_vcpu == pt.irq_vcpu[r])
+            if ix["rsp_prod"] != ix["rsp_cons"] and handlers.size and \
+                    all(now - self.since[h] > cfg.stall_s for h in handlers):
+                stalled.append(f"the interrupt handler of ring {r} (jobs on vCPU "
+                               f"{int(pt.irq_vcpu[r])}) [{pt.describe_ring(r)}]")
+        if not stalled and now - self.global_since > cfg.stall_s:
+            quiet = [pt.thread_name(t) for t in range(prog.size)
+                     if now - self.since[t] > cfg.stall_s]
+            rings = "; ".join(pt.describe_ring(r) for r in range(pt.R))
+            more = " ..." if len(quiet) > 8 else ""
+            stalled.append(f"every thread ({', '.join(quiet[:8])}{more}) [{rings}]")
+        if stalled:
+            return (f"watchdog: no progress for {cfg.stall_s:g} s; stalled: "
+                    + "; ".join(stalled))
+        return None
+
+
+def _abort_message(pt: _Point) -> str:
+    ctl = pt.nr.ctl
+    reason, who = int(ctl[K.C_ABORT]), int(ctl[K.C_ABORT_WHO])
+    arg, arg2 = int(ctl[K.C_ABORT_ARG]), int(ctl[K.C_ABORT_ARG2])
+    name = pt.thread_name(who) if 0 <= who < pt.J + pt.R else f"thread {who}"
+    if reason == K.AB_LOCK:
+        return (f"{name} gave up waiting for the {pt.cfg.lock} lock of ring {arg} after "
+                f"{pt.cfg.lock_timeout_s:g} s (lock wait timed out)")
+    if reason == K.AB_PROTOCOL:
+        return f"{name}: blkif_interrupt found a protocol error on {pt.describe_ring(arg)}"
+    if reason == K.AB_STATUS:
+        return f"{name}: request tag {arg} completed with status {arg2} (not BLKIF_RSP_OKAY)"
+    if reason == K.AB_DUPLICATE:
+        return f"{name}: request tag {arg} completed twice (ring {arg2})"
+    if reason == K.AB_BAD_TAG:
+        return f"{name}: a completion carried unknown tag {arg} (ring {arg2})"
+    if reason == K.AB_QUEUE:
+        return f"{name}: blkif_queue_request refused a request on ring {arg} (code {arg2})"
+    if reason == K.AB_HALTED:
+        return f"{name}: blkback halted {pt.describe_ring(arg)} (bogus producer index)"
+    if reason == K.AB_DATA:
+        what = "reads as zeros after a write completed" if arg2 < 0 else f"word {arg2} differs"
+        return f"{name}: ramdisk data check failed at sector {arg}: {what}"
+    return f"{name}: run aborted ({K.AB_NAMES.get(reason, reason)})"
+
+
+def _run_threads(pt: _Point) -> tuple[dict, dict, float]:
+    """Start the threads, time the phases, watch; return the window's two snapshots."""
+    cfg, nr = pt.cfg, pt.nr
+    errors: list = []
+    threads = []
+    for r in range(pt.R):
+        t = pt.J + r
+        threads.append(threading.Thread(
+            target=_thread_main, name=f"{DEV_NAME}-{r}", daemon=True,
+            args=(K.backend_loop, (r, t, pt.be, nr), t, errors, nr.ctl)))
+    for j in range(pt.J):
+        threads.append(threading.Thread(
+            target=_thread_main, name=f"job{j}", daemon=True,
+            args=(K.job_loop, (j, pt.fi, nr, pt.wl), j, errors, nr.ctl)))
+    dog = _Watchdog(pt)
+    poll = min(0.02, cfg.stall_s / 10)
+    failure = None
+
+    def wait(seconds, until=None):
+        nonlocal failure
+        end = time.monotonic() + seconds
+        while failure is None and nr.ctl[K.C_ABORT] == 0:
+            if until is not None and until():
+                return True
+            left = end - time.monotonic()
+            if left <= 0:
+                return until is None
+            time.sleep(min(poll, left))
+            failure = dog.check()
+        return False
+
+    t_start = time.perf_counter()
+    for th in threads:
+        th.start()
+    s0 = s1 = None
+    try:
+        wait(cfg.warmup_s)
+        s0 = pt.snapshot()
+        nr.ctl[K.C_PHASE] = K.PHASE_MEASURE
+        wait(cfg.duration_s)
+        nr.ctl[K.C_PHASE] = K.PHASE_DRAIN
+        s1 = pt.snapshot()
+        jobs = threads[pt.R:]
+        wait(3600.0, until=lambda: not any(th.is_alive() for th in jobs))
+    finally:
+        if failure is not None and nr.ctl[K.C_ABORT] == 0:
+            nr.ctl[K.C_ABORT] = K.AB_WATCHDOG
+        nr.ctl[K.C_PHASE] = K.PHASE_EXIT
+        for th in threads:
+            th.join(timeout=max(10.0, 2 * cfg.lock_timeout_s))
+    alive = [th.name for th in threads if th.is_alive()]
+    if failure is not None:
+        raise XbqError(failure)
+    if errors:
+        t, exc = errors[0]
+        raise XbqError(f"{pt.thread_name(t)} raised {type(exc).__name__}: {exc}")
+    if nr.ctl[K.C_ABORT] != 0:
+        raise XbqError(_abort_message(pt))
+    if alive:
+        raise XbqError(f"thread(s) {', '.join(alive)} did not stop")
+    return s0, s1, time.perf_counter() - t_start
+
+
+# --- checks after the drain -----------------------------------------------------------------
+
+
+def _check_exactly_once(pt: _Point) -> tuple[int, int, int, int]:
+    nr = pt.nr
+    issued, completed = nr.issued, nr.completed
+    lost = np.maximum(issued - completed, 0)
+    dup = int(nr.ctl[K.C_DUPS]) + int(np.maximum(completed - issued, 0).sum())
+    if lost.any():
+        first = int(np.flatnonzero(lost)[0])
+        rings = "; ".join(pt.describe_ring(r) for r in range(pt.R))
+        raise XbqError(f"{int(lost.sum())} request(s) lost: issued but never completed "
+                       f"(first: tag {first}; {rings})")
+    if dup:
+        raise XbqError(f"{dup} duplicate completion(s)")
+    if pt.fi.params[P_CONNECTED] != BLKIF_STATE_CONNECTED:
+        raise XbqError("blkfront left the connected state (a protocol error)")
+    for r in range(pt.R):
+        ix = pt.ring_indices(r)
+        if len({ix["req_prod"], ix["req_cons"], ix["rsp_prod"], ix["rsp_cons"],
+                ix["req_prod_pvt"]}) != 1:
+            raise XbqError(f"ring indices disagree after the drain: {pt.describe_ring(r)}")
+    return int(issued.sum()), int(completed.sum()), int(lost.sum()), dup
+
+
+def _check_disk(pt: _Point) -> None:
+    """Every sector a completed write touched holds its pattern; every other sector is zero."""
+    disk = pt.vbd.disk.view(np.uint64).reshape(pt.sectors, 64)
+    k = np.arange(64, dtype=np.uint64)
+    for j in range(pt.J):
+        lo, hi = j * pt.region, (j + 1) * pt.region
+        written = pt.nr.wseq[lo:hi] != K.WSEQ_NEVER
+        s = np.arange(lo, hi, dtype=np.uint64)[written]
+        want = (np.uint64(j + 1) << np.uint64(56)) | (s[:, None] << np.uint64(8)) | k[None, :]
+        got = disk[lo:hi][written]
+        bad = np.flatnonzero((got != want).any(axis=1))
+        if bad.size:
+            raise XbqError(f"ramdisk data check failed: job {j} sector {int(s[bad[0]])} "
+                           "does not hold what was written")
+        if disk[lo:hi][~written].any():
+            sec = lo + int(np.flatnonzero(disk[lo:hi][~written].any(axis=1))[0])
+            raise XbqError(f"ramdisk data check failed: job {j} has data in a sector it never "
+                           f"wrote (index {sec - lo} of the unwritten ones)")
+    rest = disk[pt.J * pt.region:]
+    if rest.any():
+        raise XbqError("ramdisk data check failed: data outside every job's region")
+
+
+# --- the row ------------------------------------------------------------------------------------
+
+
+def _row(pt: _Point, s0: dict, s1: dict, elapsed: float, acct) -> dict:
+    cfg = pt.cfg
+    dt = s1["t"] - s0["t"]
+    cnt = (s1["cnt"] - s0["cnt"]).sum(axis=0)
+    fs = (s1["fs"] - s0["fs"]).sum(axis=0)
+    bs = (s1["bs"] - s0["bs"]).sum(axis=0)
+    lk = (s1["locks"] - s0["locks"]).reshape(pt.R, LOCK_WORDS)
+    lk_max = s1["locks"].reshape(pt.R, LOCK_WORDS)[:, LK_MAX_WAITERS].max()
+    ios = int(cnt[K.CNT_IOS])
+    cpu = s1["cpu"] - s0["cpu"]
+    q50, q99, q999 = hist_quantiles(pt.nr.hist, [0.5, 0.99, 0.999]) / 1e3
+    acquired = int(lk[:, LK_ACQUIRED].sum())
+    contended = int(lk[:, LK_CONTENDED].sum())
+    submitted, completed, lost, dup = acct
+    return {
+        "engine": "native", "mode": cfg.mode, "jobs": cfg.jobs, "queues": pt.R,
+        "vcpus": cfg.vcpus, "iodepth": cfg.iodepth, "rep": cfg.rep, "seed": cfg.seed,
+        "duration_s": dt, "iops": ios / dt, "read_iops": int(cnt[K.CNT_READS]) / dt,
+        "write_iops": int(cnt[K.CNT_WRITES]) / dt, "mbps": int(cnt[K.CNT_BYTES]) / dt / 1e6,
+        "lat_mean_us": hist_mean(pt.nr.hist) / 1e3, "lat_p50_us": q50, "lat_p99_us": q99,
+        "lat_p999_us": q999, "submitted": submitted, "completed": completed, "lost": lost,
+        "duplicated": dup,
+        "notify_fe_per_req": fs[FS_NOTIFY] / max(fs[FS_REQUESTS], 1),
+        "notify_be_per_req": bs[BS_NOTIFY] / max(bs[BS_RESPONSES], 1),
+        "ring_full": int(fs[FS_RING_FULL]),
+        # native extras
+        "device": cfg.device, "lock": cfg.lock, "ring_page_order": cfg.ring_page_order,
+        "nr_ents": pt.conn.nr_ents, "bssplit": cfg.bssplit, "rwmixread": cfg.rwmixread,
+        "requests": int(fs[FS_REQUESTS]), "max_sectors": int(pt.nr.params[K.NP_MAX_SECTORS]),
+        "lock_acquired": acquired, "lock_contended": contended,
+        "lock_contended_frac": contended / max(acquired, 1),
+        "lock_wait_us_per_acq": lk[:, LK_WAIT_NS].sum() / max(acquired, 1) / 1e3,
+        "lock_max_waiters": int(lk_max), "lock_yields": int(lk[:, LK_YIELDS].sum()),
+        "responses_per_irq": fs[FS_RESPONSES] / max(fs[FS_INTERRUPTS], 1),
+        "requests_per_be_batch": bs[BS_REQUESTS] / max(bs[BS_BATCHES], 1),
+        "cpu_s": cpu, "cpu_util": cpu / dt, "cpu_us_per_io": cpu / max(ios, 1) * 1e6,
+        "threads": pt.J + pt.R, "usable_cpus": len(os.sched_getaffinity(0)),
+        "data_verified": pt.data, "elapsed_s": elapsed,
+    }
+
+
+def run_point(cfg: NativeConfig) -> dict:
+    """Measure one point; return its row (the :data:`xbq.results.COLUMNS` plus extras).
+
+    Raises
+    ------
+    XbqError
+        Bad configuration, a failed handshake, a stalled run (watchdog), a lock timeout, a
+        protocol error, a lost or duplicated request, or a ramdisk data mismatch.
+    """
+    pt = _Point(cfg)
+    _compile(pt)
+    s0, s1, elapsed = _run_threads(pt)
+    acct = _check_exactly_once(pt)
+    if pt.data:
+        _check_disk(pt)
+    return _row(pt, s0, s1, elapsed, acct)
+
+
+__all__ = ["NativeConfig", "run_point", "check_config", "blk_mq_map_queues", "MODES"]

@@ -179,7 +179,7 @@ def _fit_group(prob: Problem, rng, *, n_starts, bootstrap, kind, loo, forward, l
     pred_grid = prob.predict(theta[None, :], grid)
     peaks = {}
     for s in prob.series:
-        i = int(np.argmax(pred_grid[s][0]))
+        i = int(first_max(pred_grid[s])[0])
         peaks[s] = (float(grid[s][i]), float(pred_grid[s][0, i]))
     group = dict(problem=prob, theta=theta, cov=cov, rss_w=rss_w, warnings=warnings,
                  peaks=peaks, success=bool(res.success), nfev=int(res.nfev), boot=None,
@@ -201,6 +201,16 @@ def _fit_group(prob: Problem, rng, *, n_starts, bootstrap, kind, loo, forward, l
 def leverages(jac: np.ndarray) -> np.ndarray:
     """Diagonal of the hat matrix ``J (J^T J)^+ J^T`` of a (weighted) Jacobian."""
     return np.einsum("ij,ji->i", jac, np.linalg.pinv(jac.T @ jac) @ jac.T)
+
+
+def first_max(curves: np.ndarray, rtol: float = 1e-6) -> np.ndarray:
+    """Index of the first grid point within ``rtol`` of each row's maximum.
+
+    On a plateau (a capped or saturating model) this is where the plateau starts, not an
+    arbitrary point of it chosen by rounding noise.
+    """
+    top = curves.max(axis=1, keepdims=True)
+    return np.argmax(curves >= top * (1.0 - rtol), axis=1)
 
 
 def _bootstrap(prob: Problem, theta, resid_w, B, kind, rng, grid, level, jac=None) -> dict:
@@ -226,7 +236,10 @@ def _bootstrap(prob: Problem, theta, resid_w, B, kind, rng, grid, level, jac=Non
         s2 = float(resid_w @ resid_w) / (n - k)
         sigma = np.sqrt(s2 * (n - k) / rng.chisquare(n - k, size=(B, 1)))
         draws = rng.normal(0.0, 1.0, size=(B, n)) * sigma
-    if prob.weighting == "relative":
+    if prob.weighting == "relative" and kind == "parametric":
+        # multiplicative noise, log-normal so that a large drawn sigma cannot make IOPS <= 0
+        ystar = fitted[None, :] * np.exp(draws)
+    elif prob.weighting == "relative":
         ystar = fitted[None, :] * (1.0 + draws)
     else:
         ystar = fitted[None, :] + draws * scale[None, :]
@@ -237,7 +250,7 @@ def _bootstrap(prob: Problem, theta, resid_w, B, kind, rng, grid, level, jac=Non
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     for s in prob.series:
         c = curves[s]
-        i = np.argmax(c, axis=1)
+        i = first_max(c)
         peak_x[s] = grid[s][i]
         peak_y[s] = c[np.arange(B), i]
         bands[s] = np.percentile(c, q, axis=0)

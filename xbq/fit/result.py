@@ -160,8 +160,10 @@ class FitResult:
                     entry["forward"] = None
                     entry["forward_note"] = fwd.get("note")
                 if boot is not None:
+                    px = boot["peak_x"][s]
                     entry["peak_ci"] = {
-                        "x": [_f(v) for v in np.percentile(boot["peak_x"][s], qs)],
+                        "x": [_f(np.percentile(px, qs[0], method="lower")),
+                              _f(np.percentile(px, qs[1], method="higher"))],
                         "iops": [_f(v) for v in np.percentile(boot["peak_y"][s], qs)]}
                     entry["band"] = {"x": g["grid"][s].tolist(),
                                      "lo": boot["bands"][s][0].tolist(),

@@ -28,7 +28,7 @@ def test_full_fit_of_every_model_with_1000_bootstrap():
     total = time.perf_counter() - t_all
     print()
     for model, t in times.items():
-        print(f"  {model:<11} {t:6.2f} s  (fit + Jacobian SE + 1000 residual bootstrap "
+        print(f"  {model:<11} {t:6.2f} s  (fit + Jacobian SE + 1000 parametric bootstrap "
               "+ LOO + forward)")
     print(f"  all models  {total:6.2f} s")
     t0 = time.perf_counter()

@@ -209,3 +209,27 @@ def test_seeded_fits_are_reproducible():
     b = fit(df, "ticket", bootstrap=100, seed=11).to_dict()
     assert a == b
     assert X.size == len(df)
+
+
+@pytest.mark.parametrize("model", ["usl", "ticket", "xenblk"])
+def test_batched_bootstrap_refits_reach_scipys_optimum(model):
+    # replicates of the seed fit (including ones that end at a bound): the vectorised LM
+    # must land where a tightly converged scipy TRF does
+    from scipy.optimize import least_squares
+
+    from xbq.datasets import load_seed
+
+    for prob in build_problems(get_model(model), load_seed(), joint=model == "xenblk"):
+        best = solve(prob, starts(prob, 8, np.random.default_rng(0)))
+        rng = np.random.default_rng(1)
+        fitted = prob.predict_all(best.x[None, :])[0]
+        s = np.sqrt(2 * best.cost / (prob.n - prob.k))
+        ys = fitted * np.exp(rng.normal(0, s, size=(24, prob.n)))
+        th, cost = lm_batch(prob, np.repeat(best.x[None, :], 24, axis=0), ys)
+        for i in range(0, 24, 3):
+            def fun(t, prob=prob, y=ys[i]):
+                return prob.residuals(t[None, :], y=y)[0]
+
+            ref = least_squares(fun, best.x, bounds=(prob.lower, prob.upper), x_scale="jac",
+                                ftol=1e-12, xtol=1e-12, gtol=1e-12, max_nfev=5000)
+            assert cost[i] <= 2 * ref.cost * (1 + 1e-6) + 1e-300

@@ -153,7 +153,7 @@ def jacobian_batch(problem, theta, r0, y, mask, typical):
 
 
 def lm_batch(problem: Problem, theta0: np.ndarray, y: np.ndarray, mask=None, *,
-             max_iter: int = 200, ftol: float = 1e-10):
+             max_iter: int = 200, ftol: float = 1e-9, xtol: float = 1e-7):
     """Projected Levenberg–Marquardt on B independent problems at once.
 
     Parameters
@@ -165,6 +165,11 @@ def lm_batch(problem: Problem, theta0: np.ndarray, y: np.ndarray, mask=None, *,
         Data for each replicate.
     mask : ndarray (B, n), optional
         1 where a point counts, 0 where it is held out.
+
+    ftol, xtol : float
+        A replicate stops when an accepted step gains less than ``ftol`` of its cost, when
+        a step changes no parameter by more than ``xtol`` relative to its scale, or when the
+        undamped Gauss-Newton step predicts a gain below ``ftol`` of its cost.
 
     Returns
     -------
@@ -191,11 +196,20 @@ def lm_batch(problem: Problem, theta0: np.ndarray, y: np.ndarray, mask=None, *,
         g = np.einsum("bni,bn->bi", J, r0)
         d = np.einsum("bii->bi", A)
         d = np.maximum(d, 1e-12 * np.maximum(d.max(axis=1, keepdims=True), 1e-300))
-        M = A + lam[idx, None, None] * d[:, :, None] * eye[None]
+        # directions blocked by an active bound (the gradient pushes out of the box) are
+        # frozen for this step, so the free parameters get a proper (reduced) LM step
+        # instead of a clipped one
+        blocked = ((t <= lo + 1e-12 * (np.abs(lo) + typical)) & (g > 0)) | (
+            (t >= hi - 1e-12 * (np.abs(hi) + typical)) & (g < 0))
+        gf = np.where(blocked, 0.0, g)
+        Af = np.where(blocked[:, :, None] | blocked[:, None, :], 0.0, A) + (
+            blocked[:, :, None] * eye[None])
+        df_ = np.where(blocked, 1.0, d)
+        M = Af + lam[idx, None, None] * df_[:, :, None] * eye[None]
         try:
-            step = np.linalg.solve(M, -g[:, :, None])[:, :, 0]
+            step = np.linalg.solve(M, -gf[:, :, None])[:, :, 0]
         except np.linalg.LinAlgError:
-            step = -np.einsum("bij,bj->bi", np.linalg.pinv(M), g)
+            step = -np.einsum("bij,bj->bi", np.linalg.pinv(M), gf)
         t_new = np.clip(t + step, lo, hi)
         r_new = problem.residuals(t_new, y=yy, mask=mm)
         c_new = (r_new * r_new).sum(axis=1)
@@ -205,8 +219,17 @@ def lm_batch(problem: Problem, theta0: np.ndarray, y: np.ndarray, mask=None, *,
         th[upd], r[upd], cost[upd] = t_new[better], r_new[better], c_new[better]
         lam[upd] *= 0.3
         lam[idx[~better]] *= 4.0
-        small_step = np.all(np.abs(t_new - t) <= 1e-10 * (np.abs(t) + typical), axis=1)
-        done = (better & (gain <= ftol * np.maximum(cost[idx], 1e-300))) | (lam[idx] > 1e12)
-        done |= small_step
+        # converged: an accepted step gained (almost) nothing, the step is negligible, or
+        # the undamped Gauss-Newton step over the free directions predicts no real gain
+        dstep = t_new - t
+        floor = ftol * np.maximum(cost[idx], 1e-300)
+        small_step = better & np.all(np.abs(dstep) <= xtol * (np.abs(t) + typical), axis=1)
+        done = (better & (gain <= floor)) | (lam[idx] > 1e12) | small_step
+        try:
+            gn = np.linalg.solve(Af + 1e-12 * df_[:, :, None] * eye[None],
+                                 gf[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:
+            gn = np.einsum("bij,bj->bi", np.linalg.pinv(Af), gf)
+        done |= np.einsum("bi,bi->b", gf, gn) <= floor
         active[idx[done]] = False
     return th, cost

@@ -59,6 +59,10 @@ def test_fix_supplies_a_missing_constant(tmp_path, capsys):
      "not a number"),
     ("jobs,iops\n1,100\n2,150\n4,200\n8,220\n", ["--model", "usl", "--fix", "cap=16"],
      "no parameter"),
+    ("jobs,iops\n1,100\n2,150\n4,200\n8,220\n", ["--model", "usl", "--series", "driver"],
+     "missing column"),
+    ("jobs,iops\n1,100\n2,150\n4,200\n8,220\n", ["--model", "xenblk", "--joint"],
+     "--fix vcpus="),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, content, args, needle):
     f = tmp_path / "bad.csv"

@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     fix = parse_fix(args.fix)
     for name in list(fix) + list(args.free):
         spec.param(name)
-    df = load_iops_table(args.file, x=args.x, series=args.series)
+    # an explicitly named series column must exist (the default may be absent: one series)
+    need = (args.series,) if args.series != "series" else ()
+    df = load_iops_table(args.file, x=args.x, series=args.series, required=need)
     for p in spec.params:
         if p.column and p.fixed and p.name not in fix and p.column not in df.columns:
             raise XbqError(f"model {spec.name} needs {p.name} ({p.meaning}): add a "

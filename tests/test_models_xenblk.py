@@ -74,3 +74,12 @@ def test_unknown_parameter_is_rejected():
         single_ring(4, t_bogus=1.0)
     with pytest.raises(XbqError):
         get_model("nope")
+
+
+def test_more_cpus_than_rings_makes_ring_locks_the_queues():
+    # 16 CPUs on 4 rings, nothing shared: four independent ticket locks of 4 CPUs each
+    p = dict(FREE, t_shared=0.0, t_back=0.0, t_dev=0.0)
+    got = multi_ring(16, queues=4, vcpus=16, pcpus=64, **p)
+    assert got == pytest.approx(4 * ticket(4, 7.0, 8.0, 0.3), rel=1e-12)
+    # a shared lock can only lower it
+    assert multi_ring(16, queues=4, vcpus=16, pcpus=64, **dict(p, t_shared=1.5)) < got

@@ -20,7 +20,10 @@ Further mechanisms, each a physical constant of the machine:
   every CPU-bound time stretches by ``n/pcpus`` (the cache-line hand-off does not).
 * ``single_ring``: ``queues = 1``. ``multi_ring``: ``queues = Q`` rings, each with its own
   lock; blk-mq maps CPUs to rings, so with at most one CPU per ring the ring lock is
-  uncontended and only the shared lock is a queue.
+  uncontended and only the shared lock is a queue (exact). With more running CPUs than
+  rings both locks queue; the model then takes the lower of the two single-lock chains
+  (ring locks with the shared work as CPU time, and vice versa) — an approximation, not an
+  exact two-lock network. The seed table (16 rings, 16 vCPUs) never needs it.
 * Each ring has one backend thread (``t_back`` µs per request) and at most ``ring_size``
   requests in flight over the backend and device (``t_dev``): throughput ceilings
   ``queues/t_back`` and ``queues*ring_size/(t_back + t_dev)``.

@@ -1,0 +1,192 @@
+"""``simulate``: run the discrete-event twin for one or more points and return a tidy frame.
+
+The frame has the common :data:`xbq.results.COLUMNS` (``engine="des"``) followed by where the
+time went, all measured over the window after the warm-up:
+
+* ``util_vcpu_busy`` / ``util_vcpu_spin`` / ``util_vcpu_hold``: fraction of guest vCPU time
+  running anything / spinning on a driver lock / holding one;
+* ``util_dom0_busy`` / ``util_dom0_spin`` / ``util_dom0_hold``: the same for dom0's vCPUs
+  (backend threads and completions; spin/hold concern the shared backend lock);
+* ``util_device``: SSD channels busy (fraction), or for the null device the mean number of
+  requests inside it;
+* ``batch_mean``: requests per ``__do_block_io_op`` pass that found work; ``irq_per_req``,
+  ``ctx_per_req``, ``parked_per_req`` (requests that found their ring full or stopped);
+* ``little_L`` (time-average I/Os in the system) and ``little_XW`` (throughput x mean
+  latency), which Little's law says must agree; ``max_ring_occupancy`` (most requests ever
+  outstanding on one ring) next to ``ring_size``; ``events``, ``wall_s``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from xbq.blkback import BLKBACK_STATS, new_blkback
+from xbq.blkfront import BLKFRONT_STATS, max_sectors, new_blkfront
+from xbq.des import engine as E
+from xbq.des._conn import connect
+from xbq.des.params import DesParams
+from xbq.errors import XbqError
+from xbq.hist import hist_quantiles
+from xbq.results import to_frame
+from xbq.rng import new_streams
+from xbq.vbd import new_vbd
+from xbq.workload import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, new_workload
+
+MODES = ("sq", "mq1", "mq")
+#: Device size seen by the workload (512-byte sectors): 4 GiB, fio's ``size=4g``.
+DEV_SECTORS = 8 << 20
+_FS = {n: i for i, n in enumerate(BLKFRONT_STATS)}
+_BS = {n: i for i, n in enumerate(BLKBACK_STATS)}
+
+
+def queue_map(vcpus: int, queues: int) -> np.ndarray:
+    """blk-mq's default CPU -> hardware queue map (``cpu * nr_queues / nr_cpus``)."""
+    return (np.arange(vcpus) * queues) // vcpus
+
+
+def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, seed, params, bssplit,
+           rwmixread, rep, max_events=0):
+    p = params
+    rings = queues if mode == "mq" else 1
+    dom0 = int(p.dom0_vcpus)
+    order = int(p.ring_page_order)
+    conn, buf_pfn = connect(rings, order, bool(p.persistent), int(p.max_indirect), DEV_SECTORS,
+                            vcpus, dom0)
+    fi = new_blkfront(conn, touch_data=False)
+    be = new_blkback(conn, new_vbd("null", DEV_SECTORS), defer=True)
+    wl = new_workload(bssplit, rwmixread, DEV_SECTORS)
+    ents = int(conn.nr_ents)
+    open_loop = p.arrival_ns > 0
+    maxio = 65536 if open_loop else jobs * iodepth
+    max_split = int(-(-wl.sectors.max() // max_sectors(fi)))
+    cfg = np.zeros(E.N_CFG, np.int64)
+    t_end = int(round((warmup + duration) * 1e9))
+    cfg[[E.C_SQ, E.C_JOBS, E.C_VCPUS, E.C_NCPU, E.C_RINGS, E.C_NR_ENTS, E.C_IODEPTH,
+         E.C_T_WARM, E.C_T_END, E.C_MAXIO, E.C_MAX_SECTORS, E.C_BUF_PFN, E.C_OPEN, E.C_SSD,
+         E.C_CHANNELS, E.C_NFLOCKS, E.C_BELOCK, E.C_PARKCAP, E.C_QCAP]] = [
+        int(mode == "sq"), jobs, vcpus, vcpus + dom0, rings, ents, iodepth,
+        int(round(warmup * 1e9)), t_end, maxio, max_sectors(fi), buf_pfn, int(open_loop),
+        int(p.device_ssd), int(p.ssd_channels), rings, rings, maxio * max_split + 1,
+        jobs + rings * ents + rings + 8]
+    job_vcpu = np.arange(jobs) % vcpus
+    qmap = queue_map(vcpus, rings)
+    job_ring = qmap[job_vcpu]
+    ring_irq = (np.arange(rings) % vcpus) if (mode == "mq" and p.irq_spread) \
+        else np.zeros(rings, np.int64)
+    ring_be = vcpus + np.arange(rings) % dom0
+    streams = new_streams(seed, 2 * jobs + 1)
+    cfg[E.C_MAX_EVENTS] = max_events
+    s = E.new_state(cfg, streams, fi.stats.shape, be.stats.shape, job_vcpu, job_ring, ring_irq,
+                    ring_be)
+    P = p.to_array()
+    t0 = time.perf_counter()
+    E._run(s, fi, be, wl, P)
+    wall = time.perf_counter() - t0
+    acc = s.acc
+    if acc[E.A_ERR]:
+        raise XbqError(f"simulation failed (code {int(acc[E.A_ERR])}: "
+                       "1 event heap full, 2 queue error, 3 protocol error, "
+                       "4 event limit reached)")
+    dur = duration
+    done = acc[E.A_DONE]
+    fs = fi.stats.sum(axis=0) - s.snap_fs.sum(axis=0)
+    bs = be.stats.sum(axis=0) - s.snap_bs.sum(axis=0)
+    reqs = max(fs[_FS["requests"]], 1)
+    q50, q99, q999 = hist_quantiles(s.hist, [0.5, 0.99, 0.999]) / 1e3
+    in_flight = int(s.io_inuse.sum())
+    lat_mean = acc[E.A_LAT_SUM] / done if done else float("nan")
+    g = slice(0, vcpus)
+    d = slice(vcpus, vcpus + dom0)
+    dev_util = acc[E.A_DEV_BUSY] / (dur * 1e9)
+    if p.device_ssd:
+        dev_util /= p.ssd_channels
+    row = {
+        "engine": "des", "mode": mode, "jobs": jobs, "queues": rings, "vcpus": vcpus,
+        "iodepth": iodepth, "rep": rep, "seed": seed, "duration_s": dur,
+        "iops": done / dur, "read_iops": acc[E.A_READS] / dur,
+        "write_iops": acc[E.A_WRITES] / dur, "mbps": acc[E.A_BYTES] / dur / 1e6,
+        "lat_mean_us": lat_mean / 1e3, "lat_p50_us": q50, "lat_p99_us": q99,
+        "lat_p999_us": q999, "submitted": int(acc[E.A_SUBMITTED]),
+        "completed": int(acc[E.A_COMPLETED]),
+        "lost": int(acc[E.A_SUBMITTED] - acc[E.A_COMPLETED] - in_flight
+                    + (in_flight - int(s.io_inuse.sum()))),
+        "duplicated": 0,
+        "notify_fe_per_req": fs[_FS["notify"]] / reqs,
+        "notify_be_per_req": bs[_BS["notify"]] / max(bs[_BS["responses"]], 1),
+        "ring_full": int(fs[_FS["ring_full"]]),
+        "util_vcpu_busy": s.cpu_busy[g].sum() / (vcpus * dur * 1e9),
+        "util_vcpu_spin": s.cpu_spin[g].sum() / (vcpus * dur * 1e9),
+        "util_vcpu_hold": s.cpu_hold[g].sum() / (vcpus * dur * 1e9),
+        "util_dom0_busy": s.cpu_busy[d].sum() / (dom0 * dur * 1e9),
+        "util_dom0_spin": s.cpu_spin[d].sum() / (dom0 * dur * 1e9),
+        "util_dom0_hold": s.cpu_hold[d].sum() / (dom0 * dur * 1e9),
+        "util_device": dev_util,
+        "batch_mean": bs[_BS["requests"]] / max(bs[_BS["batches"]], 1),
+        "irq_per_req": fs[_FS["interrupts"]] / reqs,
+        "ctx_per_req": acc[E.A_CTX] / reqs,
+        "parked_per_req": acc[E.A_PARKED] / max(acc[E.A_SUBMITTED], 1),
+        "little_L": acc[E.A_AREA] / (dur * 1e9),
+        "little_XW": (done / dur) * (lat_mean / 1e9) if done else float("nan"),
+        "max_ring_occupancy": int(acc[E.A_MAX_OCC]), "ring_size": ents,
+        "in_flight_end": in_flight, "dropped": int(acc[E.A_DROPPED]),
+        "events": int(acc[E.A_EVENTS]), "wall_s": wall,
+    }
+    return row
+
+
+def simulate(mode: str, jobs: int | Sequence[int], queues: int = 16, vcpus: int = 16,
+             iodepth: int = 64, duration: float = 0.2, seed: int = 1,
+             params: DesParams | None = None, *, warmup: float | None = None,
+             bssplit: str = IOMETER_BSSPLIT, rwmixread: float = IOMETER_RWMIXREAD,
+             rep: int = 0, max_events: int = 0) -> pd.DataFrame:
+    """Simulate fio's IOmeter job against blkfront/blkback in virtual time.
+
+    Parameters
+    ----------
+    mode : {"sq", "mq1", "mq"}
+        ``sq``: legacy driver, one ring, one ``io_lock`` for submission and completion;
+        ``mq1``: blk-mq with one hardware queue; ``mq``: ``queues`` rings with per-ring locks.
+    jobs : int or sequence of int
+        fio ``numjobs``; one row per value.
+    queues : int
+        Rings in ``mq`` mode (``sq``/``mq1`` use one).
+    vcpus : int
+        Guest vCPUs; job j runs on vCPU ``j % vcpus``.
+    iodepth : int
+        I/Os each job keeps in flight (closed loop; ignored with ``params.arrival_ns > 0``).
+    duration : float
+        Measured interval in virtual seconds, after ``warmup``.
+    seed : int
+        Seeds every random stream (jobs, arrivals, device): same seed, same frame.
+    params : DesParams, optional
+        Costs (default :class:`DesParams()`).
+    warmup : float, optional
+        Virtual seconds discarded first (default ``max(0.1 * duration, 2 ms)``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ``jobs`` value: :data:`xbq.results.COLUMNS` then the columns listed in
+        this module's docstring.
+    """
+    if mode not in MODES:
+        raise XbqError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    job_list = [jobs] if isinstance(jobs, int | np.integer) else list(jobs)
+    for name, v in (("queues", queues), ("vcpus", vcpus), ("iodepth", iodepth)):
+        if int(v) < 1:
+            raise XbqError(f"{name} must be at least 1, not {v}")
+    if not job_list or min(job_list) < 1:
+        raise XbqError("jobs must be integers >= 1")
+    if not duration > 0:
+        raise XbqError(f"duration must be positive, not {duration}")
+    if int(seed) < 0:
+        raise XbqError("seed must be >= 0")
+    p = params if params is not None else DesParams()
+    wu = max(0.1 * duration, 0.002) if warmup is None else float(warmup)
+    rows = [_point(mode, int(j), int(queues), int(vcpus), int(iodepth), float(duration), wu,
+                   int(seed), p, bssplit, rwmixread, rep, int(max_events)) for j in job_list]
+    return to_frame(rows)

@@ -36,7 +36,10 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from xbq.abi import BLKIF_OP_READ, BLKIF_OP_WRITE
 from xbq.atomic import (
@@ -140,16 +143,43 @@ def _abort(nr, reason, who, arg, arg2):
     return -1
 
 
+#: Yields of an idle thread before it starts sleeping (a few ms of yielding).
+IDLE_YIELDS = 1000
+#: Sleep of a long-idle thread (us): the kthread asleep on its waitqueue, a vCPU halted.
+IDLE_SLEEP_US = 50
+
+
+@intrinsic
+def usleep(typingctx, us):
+    """libc ``usleep(us)``: sleep this thread for ``us`` microseconds (declared by name)."""
+    sig = types.int32(us)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32]),
+                                            "usleep")
+        return builder.call(fn, [context.cast(builder, args[0], signature.args[0], types.int32)])
+
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _idle(k, spin):
-    """Bounded wait step: pause for the first ``spin`` iterations, then yield the CPU."""
+    """Bounded wait step ``k``: pause ``spin`` times, yield ``IDLE_YIELDS`` times, then sleep.
+
+    A user-space thread cannot block on the event channel the way ``xenblkd`` sleeps on its
+    waitqueue; the sleep stage stands in for it, so idle rings and idle jobs leave the CPUs to
+    the busy ones (it matters with more threads than cores).
+    """
     if k < spin:
         cpu_relax()
-    else:
+    elif k < spin + IDLE_YIELDS:
         sched_yield()
+    else:
+        usleep(IDLE_SLEEP_US)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _ring_has_room(fi, r):
     """A lock-free peek at ``RING_FULL``: may a stopped queue try again?"""
     p = fi.front_pvt[r]

@@ -141,6 +141,7 @@ def check_config(cfg: NativeConfig) -> None:
         raise XbqError("duration must be > 0 s and warm-up >= 0 s")
     if not cfg.stall_s > 0 or not cfg.lock_timeout_s > 0:
         raise XbqError("the watchdog and lock timeouts must be > 0 s")
+    new_workload(cfg.bssplit, cfg.rwmixread)  # a bad bssplit or rwmixread: one line
 
 
 def blk_mq_map_queues(nr_cpus: int, nr_queues: int) -> np.ndarray:

@@ -1,0 +1,71 @@
+"""``xbq measure``: options, one-line errors, JSON rows, points appended to --out."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from xbq.cli import main
+
+pytestmark = pytest.mark.threads
+FAST = ["--duration", "0.2", "--warmup", "0.05", "--vcpus", "2", "--queues", "2",
+        "--iodepth", "4"]
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--jobs", "0"], "--jobs"),
+    (["--jobs", "1,0,4"], "--jobs"),
+    (["--iodepth", "0"], "--iodepth"),
+    (["--lock", "spin"], "--lock"),
+    (["--mode", "xq"], "--mode"),
+    (["--device", "nvme"], "--device"),
+    (["--queues", "32", "--vcpus", "32"], "32 queues exceed the backend's maximum of 16"),
+    (["--queues", "4", "--vcpus", "2"], "4 queues exceed the 2 vCPUs"),
+    (["--ring-page-order", "5"], "ring page order must be 0..4"),
+    (["--bssplit", "4k/50"], "sum to 50"),
+    (["--out", "/nonexistent/dir/x.csv", "--jobs", "1"], "does not exist"),
+])
+def test_bad_arguments_give_one_line_and_nonzero_exit(argv, match, capsys):
+    rc = _exit_code(["measure", *argv])
+    err = capsys.readouterr().err
+    assert rc in (1, 2)
+    assert match in err and err.count("\n") == 1 and err.startswith("xbq measure: error:")
+
+
+def _exit_code(argv):
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse errors exit through SystemExit
+        return exc.code
+
+
+def test_argparse_errors_exit_nonzero(capsys):
+    assert _exit_code(["measure", "--jobs", "0"]) == 2
+    assert _exit_code(["measure", "--lock", "spin"]) == 2
+    assert _exit_code(["measure", "--queues", "32", "--vcpus", "32"]) == 1
+
+
+def test_json_rows(capsys):
+    rc = main(["measure", "--mode", "sq,mq", "--jobs", "1,2", "--json", *FAST])
+    out = capsys.readouterr().out
+    rows = json.loads(out)
+    assert rc == 0 and len(rows) == 4
+    for row in rows:
+        for key in ("engine", "mode", "jobs", "queues", "iodepth", "iops", "submitted",
+                    "completed", "lost", "duplicated"):
+            assert key in row
+        assert row["engine"] == "native" and row["lost"] == 0 and row["duplicated"] == 0
+    assert [r["mode"] for r in rows] == ["sq", "sq", "mq", "mq"]
+
+
+def test_out_file_gets_every_point_and_a_sidecar(tmp_path, capsys):
+    out = tmp_path / "iops.csv"
+    rc = main(["measure", "--mode", "mq", "--jobs", "1,2", "--device", "ramdisk",
+               "--out", str(out), *FAST])
+    text = capsys.readouterr().out
+    assert rc == 0 and "2 point(s) appended" in text and "jobs=2" in text
+    df = pd.read_csv(out)
+    assert df["jobs"].tolist() == [1, 2] and (df["data_verified"]).all()
+    meta = json.loads((tmp_path / "iops.csv.meta.json").read_text())
+    assert meta["command"] == "xbq measure" and meta["arguments"]["jobs"] == [1, 2]
+    assert meta["parameters"]["device"] == "ramdisk"

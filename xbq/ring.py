@@ -38,7 +38,19 @@ from xbq.abi import (
     ring_size,
     sring_bytes,
 )
-from xbq.atomic import atomic_load, atomic_store, smp_mb
+from xbq._mem import (
+    load_acquire_u32,
+    load_i16,
+    load_u16,
+    load_u32,
+    load_u64,
+    memcpy_bytes,
+    store_release_u32,
+    store_u16,
+    store_u32,
+    store_u64,
+)
+from xbq.atomic import smp_mb
 
 MASK32 = 0xFFFFFFFF
 
@@ -54,7 +66,15 @@ blkif_back_ring = namedtuple("blkif_back_ring", ["sring", "pvt"])
 blkif_back_ring.__doc__ = "ring.h ``struct blkif_back_ring``: the shared page and the backend's private indices."
 
 
-# --- byte accessors (little-endian, naturally aligned) --------------------------------------
+# --- byte accessors (little-endian) ------------------------------------------------------------
+# One load or store each (xbq._mem), after a bounds check that holds with or without numba's
+# NUMBA_BOUNDSCHECK: offsets come from ring indices and request fields, so they are checked.
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _check(buf, off, n):
+    if off < 0 or off + n > buf.size:
+        raise IndexError("byte access outside the buffer")
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -65,26 +85,30 @@ def get_u8(buf, off):
 
 @njit(cache=True, nogil=True, inline="always")
 def get_u16(buf, off):
-    """Read the little-endian u16 at byte ``off`` (2-aligned)."""
-    return np.int64(buf.view(np.uint16)[off >> 1])
+    """Read the little-endian u16 at byte ``off``."""
+    _check(buf, off, 2)
+    return np.int64(load_u16(buf, off))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def get_i16(buf, off):
-    """Read the little-endian s16 at byte ``off`` (2-aligned)."""
-    return np.int64(buf.view(np.int16)[off >> 1])
+    """Read the little-endian s16 at byte ``off``."""
+    _check(buf, off, 2)
+    return np.int64(load_i16(buf, off))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def get_u32(buf, off):
-    """Read the little-endian u32 at byte ``off`` (4-aligned)."""
-    return np.int64(buf.view(np.uint32)[off >> 2])
+    """Read the little-endian u32 at byte ``off``."""
+    _check(buf, off, 4)
+    return np.int64(load_u32(buf, off))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def get_u64(buf, off):
-    """Read the little-endian u64 at byte ``off`` (8-aligned)."""
-    return buf.view(np.uint64)[off >> 3]
+    """Read the little-endian u64 at byte ``off`` (a ``uint64``)."""
+    _check(buf, off, 8)
+    return load_u64(buf, off)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -95,37 +119,39 @@ def put_u8(buf, off, v):
 
 @njit(cache=True, nogil=True, inline="always")
 def put_u16(buf, off, v):
-    """Write ``v`` as a u16 at byte ``off`` (2-aligned)."""
-    buf.view(np.uint16)[off >> 1] = np.uint16(v & 0xFFFF)
+    """Write ``v & 0xffff`` as a u16 at byte ``off``."""
+    _check(buf, off, 2)
+    store_u16(buf, off, np.uint16(v & 0xFFFF))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def put_i16(buf, off, v):
-    """Write ``v`` as an s16 at byte ``off`` (2-aligned)."""
-    buf.view(np.int16)[off >> 1] = np.int16(v)
+    """Write ``v`` as an s16 (two's complement) at byte ``off``."""
+    _check(buf, off, 2)
+    store_u16(buf, off, np.uint16(v & 0xFFFF))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def put_u32(buf, off, v):
-    """Write ``v`` as a u32 at byte ``off`` (4-aligned)."""
-    buf.view(np.uint32)[off >> 2] = np.uint32(v & MASK32)
+    """Write ``v & 0xffffffff`` as a u32 at byte ``off``."""
+    _check(buf, off, 4)
+    store_u32(buf, off, np.uint32(v & MASK32))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def put_u64(buf, off, v):
-    """Write ``v`` as a u64 at byte ``off`` (8-aligned)."""
-    buf.view(np.uint64)[off >> 3] = np.uint64(v)
+    """Write ``v`` as a u64 at byte ``off``."""
+    _check(buf, off, 8)
+    store_u64(buf, off, np.uint64(v))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def copy_bytes(dst, dst_off, src, src_off, n):
-    """Copy ``n`` bytes (a multiple of 8, both offsets 8-aligned) from ``src`` to ``dst``."""
-    d = dst.view(np.uint64)
-    s = src.view(np.uint64)
-    do = dst_off >> 3
-    so = src_off >> 3
-    for k in range(n >> 3):
-        d[do + k] = s[so + k]
+    """Copy ``n`` bytes from ``src[src_off:]`` to ``dst[dst_off:]`` (no overlap)."""
+    if n > 0:
+        _check(dst, dst_off, n)
+        _check(src, src_off, n)
+        memcpy_bytes(dst, dst_off, src, src_off, n)
 
 
 # --- the shared header --------------------------------------------------------------------
@@ -139,9 +165,8 @@ def SHARED_RING_INIT(sring):
     """
     for k in range(SRING_RING_OFFSET):
         sring[k] = 0
-    hdr = sring.view(np.uint32)
-    atomic_store(hdr, REQ_EVENT, 1)
-    atomic_store(hdr, RSP_EVENT, 1)
+    sring_set(sring, REQ_EVENT, 1)
+    sring_set(sring, RSP_EVENT, 1)
 
 
 @njit(cache=True, nogil=True)
@@ -194,13 +219,15 @@ def RING_SIZE(r):
 @njit(cache=True, nogil=True, inline="always")
 def sring_get(sring, word):
     """Acquire-load header word ``word`` (``REQ_PROD`` ... ``RSP_EVENT``) of the shared page."""
-    return np.int64(atomic_load(sring.view(np.uint32), word))
+    _check(sring, 4 * word, 4)
+    return np.int64(load_acquire_u32(sring, 4 * word))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def sring_set(sring, word, value):
     """Release-store ``value`` (mod 2**32) into header word ``word`` of the shared page."""
-    atomic_store(sring.view(np.uint32), word, np.uint32(value & MASK32))
+    _check(sring, 4 * word, 4)
+    store_release_u32(sring, 4 * word, np.uint32(value & MASK32))
 
 
 # --- capacity and pending work ------------------------------------------------------------

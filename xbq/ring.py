@@ -31,13 +31,6 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from xbq.abi import (
-    BLKIF_RING_ENTRY_SIZE,
-    SRING_RING_OFFSET,
-    const_ring_size,
-    ring_size,
-    sring_bytes,
-)
 from xbq._mem import (
     load_acquire_u32,
     load_i16,
@@ -50,6 +43,13 @@ from xbq._mem import (
     store_u32,
     store_u64,
 )
+from xbq.abi import (
+    BLKIF_RING_ENTRY_SIZE,
+    SRING_RING_OFFSET,
+    const_ring_size,
+    ring_size,
+    sring_bytes,
+)
 from xbq.atomic import smp_mb
 
 MASK32 = 0xFFFFFFFF
@@ -61,9 +61,11 @@ FRONT_RING_DTYPE = np.dtype([("req_prod_pvt", "<u4"), ("rsp_cons", "<u4"), ("nr_
 BACK_RING_DTYPE = np.dtype([("rsp_prod_pvt", "<u4"), ("req_cons", "<u4"), ("nr_ents", "<u4")])
 
 blkif_front_ring = namedtuple("blkif_front_ring", ["sring", "pvt"])
-blkif_front_ring.__doc__ = "ring.h ``struct blkif_front_ring``: the shared page and the frontend's private indices."
+blkif_front_ring.__doc__ = (
+    "ring.h ``struct blkif_front_ring``: the shared page and the frontend's private indices.")
 blkif_back_ring = namedtuple("blkif_back_ring", ["sring", "pvt"])
-blkif_back_ring.__doc__ = "ring.h ``struct blkif_back_ring``: the shared page and the backend's private indices."
+blkif_back_ring.__doc__ = (
+    "ring.h ``struct blkif_back_ring``: the shared page and the backend's private indices.")
 
 
 # --- byte accessors (little-endian) ------------------------------------------------------------
@@ -370,7 +372,7 @@ def RING_FINAL_CHECK_FOR_REQUESTS(br):
 
 @njit(cache=True, nogil=True)
 def RING_FINAL_CHECK_FOR_RESPONSES(fr):
-    """ring.h ``RING_FINAL_CHECK_FOR_RESPONSES``: set ``rsp_event = rsp_cons + 1``, barrier, recount."""
+    """ring.h ``RING_FINAL_CHECK_FOR_RESPONSES``: ``rsp_event = rsp_cons + 1``, barrier, recount."""
     more = RING_HAS_UNCONSUMED_RESPONSES(fr)
     if more:
         return more

@@ -55,7 +55,7 @@ def test_json_rows(capsys):
                     "completed", "lost", "duplicated"):
             assert key in row
         assert row["engine"] == "native" and row["lost"] == 0 and row["duplicated"] == 0
-    assert [r["mode"] for r in rows] == ["sq", "sq", "mq", "mq"]
+    assert [(r["mode"], r["jobs"]) for r in rows] == [("sq", 1), ("mq", 1), ("sq", 2), ("mq", 2)]
 
 
 def test_out_file_gets_every_point_and_a_sidecar(tmp_path, capsys):

@@ -130,7 +130,7 @@ def test_measure_returns_the_common_schema_and_appends_to_out(tmp_path):
     assert list(df.columns[:len(COLUMNS)]) == list(COLUMNS)
     assert len(df) == 4 and len(rows) == 4
     assert (df["engine"] == "native").all() and (df["lost"] == 0).all()
-    assert df[["mode", "jobs"]].values.tolist() == [["sq", 1], ["sq", 2], ["mq", 1], ["mq", 2]]
+    assert df[["mode", "jobs"]].values.tolist() == [["sq", 1], ["mq", 1], ["sq", 2], ["mq", 2]]
     assert set(df.loc[df["mode"] == "mq", "queues"]) == {2}
     for col in ("lock_contended", "cpu_s", "lat_p99_us", "notify_fe_per_req", "ring_full"):
         assert col in df.columns

@@ -73,6 +73,10 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
     progress : callable, optional
         Called with each row as it is measured.
 
+    Points run repetition by repetition, and within one, job count by job count with the
+    modes side by side, so that a change in what else runs on the machine hits every series
+    alike instead of biasing the one measured last.
+
     Returns
     -------
     pandas.DataFrame
@@ -105,7 +109,7 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
                             warmup_s=warmup, seed=seed, rep=rep, dev_sectors=dev_sectors,
                             backend_max_queues=backend_max_queues, stall_s=stall_s,
                             lock_timeout_s=lock_timeout_s)
-               for m in modes for j in job_list for rep in range(reps)]
+               for rep in range(reps) for j in job_list for m in modes]
     for cfg in configs:  # every point is checked before the first one runs
         check_config(cfg)
     store = None

@@ -16,7 +16,8 @@ def test_request_offsets(field, offset):
 def test_request_and_segment_sizes():
     assert abi.REQUEST_DTYPE.itemsize == 112
     assert abi.SEGMENT_DTYPE.itemsize == 8
-    assert [abi.SEGMENT_DTYPE.fields[f][1] for f in ("gref", "first_sect", "last_sect")] == [0, 4, 5]
+    seg = abi.SEGMENT_DTYPE.fields
+    assert [seg[f][1] for f in ("gref", "first_sect", "last_sect")] == [0, 4, 5]
     assert abi.REQUEST_DTYPE.fields["seg"][0].shape == (abi.BLKIF_MAX_SEGMENTS_PER_REQUEST,)
     # seg[10] ends exactly at the end of the request
     assert 24 + 11 * 8 == abi.REQUEST_DTYPE.itemsize
@@ -24,12 +25,14 @@ def test_request_and_segment_sizes():
 
 def test_indirect_and_discard_layouts():
     ind = abi.REQUEST_INDIRECT_DTYPE.fields
-    assert [ind[f][1] for f in ("operation", "indirect_op", "nr_segments", "id",
-                                "sector_number", "handle", "indirect_grefs")] == [0, 1, 2, 8, 16, 24, 28]
+    names = ("operation", "indirect_op", "nr_segments", "id", "sector_number", "handle",
+             "indirect_grefs")
+    assert [ind[f][1] for f in names] == [0, 1, 2, 8, 16, 24, 28]
     assert ind["nr_segments"][0] == np.dtype("<u2")
     assert abi.SIZEOF_REQUEST_INDIRECT == 28 + 8 * 4 + 4
     disc = abi.REQUEST_DISCARD_DTYPE.fields
-    assert [disc[f][1] for f in ("operation", "flag", "id", "sector_number", "nr_sectors")] == [0, 1, 8, 16, 24]
+    names = ("operation", "flag", "id", "sector_number", "nr_sectors")
+    assert [disc[f][1] for f in names] == [0, 1, 8, 16, 24]
 
 
 def test_x86_32_request_layout():
@@ -46,7 +49,8 @@ def test_response_layout():
 
 def test_sring_header():
     h = abi.SRING_HEADER_DTYPE
-    assert [h.fields[f][1] for f in ("req_prod", "req_event", "rsp_prod", "rsp_event")] == [0, 4, 8, 12]
+    names = ("req_prod", "req_event", "rsp_prod", "rsp_event")
+    assert [h.fields[f][1] for f in names] == [0, 4, 8, 12]
     assert h.itemsize == abi.SRING_RING_OFFSET == 64
     assert abi.BLKIF_RING_ENTRY_SIZE == 112
 
@@ -67,8 +71,9 @@ def test_ring_size_rejects_bad_order(order):
 
 
 def test_constants():
-    assert (abi.BLKIF_OP_READ, abi.BLKIF_OP_WRITE, abi.BLKIF_OP_WRITE_BARRIER,
-            abi.BLKIF_OP_FLUSH_DISKCACHE, abi.BLKIF_OP_DISCARD, abi.BLKIF_OP_INDIRECT) == (0, 1, 2, 3, 5, 6)
+    ops = (abi.BLKIF_OP_READ, abi.BLKIF_OP_WRITE, abi.BLKIF_OP_WRITE_BARRIER,
+           abi.BLKIF_OP_FLUSH_DISKCACHE, abi.BLKIF_OP_DISCARD, abi.BLKIF_OP_INDIRECT)
+    assert ops == (0, 1, 2, 3, 5, 6)
     assert (abi.BLKIF_RSP_OKAY, abi.BLKIF_RSP_ERROR, abi.BLKIF_RSP_EOPNOTSUPP) == (0, -1, -2)
     assert abi.SEGS_PER_INDIRECT_FRAME == 512 and abi.MAX_INDIRECT_PAGES == 1
     assert abi.XENBUS_MAX_RING_GRANTS == 16

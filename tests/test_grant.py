@@ -5,13 +5,13 @@ import pytest
 
 from xbq.errors import XbqError
 from xbq.grant import (
+    GNTTAB_NR_RESERVED_ENTRIES,
     GNTST_bad_gntref,
     GNTST_bad_handle,
     GNTST_general_error,
     GNTST_no_device_space,
     GNTST_okay,
     GNTST_permission_denied,
-    GNTTAB_NR_RESERVED_ENTRIES,
     GTF_reading,
     GTF_writing,
     gnttab_alloc_grant_references,

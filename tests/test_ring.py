@@ -165,7 +165,8 @@ class RingMachine(RuleBasedStateMachine):
 
     @rule()
     def front_push(self):
-        published = (int(self.fr.pvt[0]["req_prod_pvt"]) - sring_get(self.fr.sring, REQ_PROD)) & MASK32
+        pvt = int(self.fr.pvt[0]["req_prod_pvt"])
+        published = (pvt - sring_get(self.fr.sring, REQ_PROD)) & MASK32
         notify = RING_PUSH_REQUESTS_AND_CHECK_NOTIFY(self.fr)
         if self.back_asleep and published:
             assert notify, "lost wake-up: the backend sleeps and new requests did not notify it"
@@ -194,13 +195,15 @@ class RingMachine(RuleBasedStateMachine):
         p = self.br.pvt[0]
         for _ in range(min(k, len(self.to_answer))):
             rid = self.to_answer.pop(0)
-            put_u64(self.br.sring, RING_GET_REQUEST(self.br, int(p["rsp_prod_pvt"])) + RSP_OFF_ID, rid)
+            off = RING_GET_REQUEST(self.br, int(p["rsp_prod_pvt"]))
+            put_u64(self.br.sring, off + RSP_OFF_ID, rid)
             p["rsp_prod_pvt"] = (int(p["rsp_prod_pvt"]) + 1) & MASK32
         if push:
             self._back_push()
 
     def _back_push(self):
-        published = (int(self.br.pvt[0]["rsp_prod_pvt"]) - sring_get(self.br.sring, RSP_PROD)) & MASK32
+        pvt = int(self.br.pvt[0]["rsp_prod_pvt"])
+        published = (pvt - sring_get(self.br.sring, RSP_PROD)) & MASK32
         notify = RING_PUSH_RESPONSES_AND_CHECK_NOTIFY(self.br)
         if self.front_asleep and published:
             assert notify, "lost wake-up: the frontend sleeps and new responses did not notify it"
@@ -238,7 +241,8 @@ class RingMachine(RuleBasedStateMachine):
 
     @invariant()
     def in_flight_bounded(self):
-        outstanding = (int(self.fr.pvt[0]["req_prod_pvt"]) - int(self.fr.pvt[0]["rsp_cons"])) & MASK32
+        p = self.fr.pvt[0]
+        outstanding = (int(p["req_prod_pvt"]) - int(p["rsp_cons"])) & MASK32
         assert outstanding == len(self.produced) - len(self.answered) <= self.n
         assert len(set(self.answered)) == len(self.answered)  # each id answered at most once
 

@@ -82,7 +82,8 @@ def load_iops_table(
     need = [x, "iops", *required]
     missing = [c for c in need if c not in df.columns]
     if missing:
-        raise XbqError(f"{path}: missing column(s) {', '.join(missing)}; has {', '.join(df.columns)}")
+        raise XbqError(f"{path}: missing column(s) {', '.join(missing)}; "
+                       f"has {', '.join(df.columns)}")
     if df.empty:
         raise XbqError(f"{path}: the table has no rows")
     for col in (x, "iops"):

@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Print the seed table of the 2015 multi-queue RFC (or another tidy IOPS "
         "CSV) as a wide table with each series' peak and its ratio to one job.",
     )
-    p.add_argument("file", nargs="?", help="a tidy IOPS CSV (default: data/seed/xen-blkmq-rfc-2015.csv)")
+    p.add_argument("file", nargs="?",
+                   help="a tidy IOPS CSV (default: data/seed/xen-blkmq-rfc-2015.csv)")
     p.add_argument("--json", action="store_true", help="print the tidy rows as a JSON array")
     p.set_defaults(func=run)
 

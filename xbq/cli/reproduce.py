@@ -9,7 +9,10 @@ Steps, in order:
 2. ``ring``: I/Os through the real protocol in one thread on both configurations, ramdisk
    data verified, counters and round trips per second;
 3. ``seed``: the published table and its summary;
-4. ``models``: every queueing model fitted to the seed, the comparison table, the figure.
+4. ``models``: every queueing model fitted to the seed, the comparison table, the figure;
+5. ``twin``: the discrete-event twin of the 16-vCPU guest, with the committed calibration,
+   over the seed's job counts, next to the published table;
+6. ``native``: real threads on this machine, single ring vs per-ring locks, short runs.
 """
 
 from __future__ import annotations
@@ -100,8 +103,64 @@ def step_models(out: Path, quick: bool) -> str:
     return "; ".join(f"best R² on {r.series}: {r.model} ({r.r2:.3f})" for r in best.itertuples())
 
 
+def step_twin(out: Path, quick: bool) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from xbq.datasets import load_seed
+    from xbq.des.params import load_params
+    from xbq.des.simulate import simulate
+    from xbq.paths import data_dir
+    from xbq.plots import plot_iops
+
+    calibrated = sorted((data_dir() / "calibrated").glob("*.json"))
+    params = load_params(calibrated[-1]) if calibrated else None
+    seed = load_seed()
+    jobs = sorted(seed.jobs.unique())
+    frames = []
+    for series, mode in (("single_ring", "sq"), ("multi_ring", "mq")):
+        df = simulate(mode, jobs, queues=16, vcpus=16, iodepth=64,
+                      duration=0.02 if quick else 0.2, seed=1, params=params)
+        frames.append(df.assign(series=series))
+    twin = pd.concat(frames, ignore_index=True)
+    twin.to_csv(out / "twin.csv", index=False)
+    merged = seed.merge(twin[["series", "jobs", "iops"]], on=["series", "jobs"],
+                        suffixes=("_seed", "_twin"))
+    merged["rel_error"] = merged.iops_twin / merged.iops_seed - 1
+    merged.to_csv(out / "twin_vs_seed.csv", index=False)
+    fig = plot_iops({"published (2015)": seed, "discrete-event twin": twin},
+                    title="16-vCPU guest, IOmeter, null device")
+    fig.savefig(out / "twin.png", dpi=120, bbox_inches="tight")
+    err = merged.rel_error.abs()
+    source = calibrated[-1].name if calibrated else "default costs (no calibration file)"
+    return (f"params {source}: median |error| {err.median():.0%}, max {err.max():.0%} "
+            f"over {len(merged)} seed points")
+
+
+def step_native(out: Path, quick: bool) -> str:
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from xbq.native import measure
+    from xbq.plots import plot_iops
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    jobs = [1, 2] if quick else [1, 2, 4, 8]
+    df = measure(mode=["sq", "mq"], jobs=jobs, queues=max(1, min(cpus, 4)), vcpus=cpus,
+                 iodepth=32, device="null", duration=0.2 if quick else 1.0,
+                 warmup=0.1 if quick else 0.3, reps=1, seed=0, out=str(out / "native.csv"))
+    fig = plot_iops({f"native threads, {cpus} CPUs": df}, title="measured on this machine")
+    fig.savefig(out / "native.png", dpi=120, bbox_inches="tight")
+    best = df.groupby("mode").iops.max()
+    return ", ".join(f"{m} peak {v:,.0f} IOPS" for m, v in best.items()) + f" on {cpus} CPUs"
+
+
 STEPS = {"handshake": step_handshake, "ring": step_ring, "seed": step_seed,
-         "models": step_models}
+         "models": step_models, "twin": step_twin, "native": step_native}
 
 
 def run(args: argparse.Namespace) -> int:

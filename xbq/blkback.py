@@ -197,7 +197,7 @@ def _ring_maptrack(be, r):
 # --- pending_req pool ----------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def alloc_req(be, r):
     """blkback ``alloc_req``: pop a free ``pending_req``; -1 when the pool is empty."""
     n = be.ring_state[r, BR_PENDING_FREE]
@@ -207,7 +207,7 @@ def alloc_req(be, r):
     return np.int64(be.pending_free[r, n - 1])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def free_req(be, r, pidx):
     """blkback ``free_req``: push ``pending_req`` ``pidx`` back on the free list."""
     n = be.ring_state[r, BR_PENDING_FREE]
@@ -218,7 +218,7 @@ def free_req(be, r, pidx):
 # --- responses -----------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def make_response(be, r, id, op, status):
     """blkback ``make_response``: write one response into the next slot, push, notify.
 
@@ -249,7 +249,7 @@ def make_response(be, r, id, op, status):
 # --- grant mapping -----------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _map_seg(be, r, seg, readonly):
     """Map ``seg.gref`` for ring ``r`` (``xen_blkbk_map`` for one grant); fill ``seg``.
 
@@ -289,7 +289,7 @@ def _map_seg(be, r, seg, readonly):
     return 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _unmap_seg(be, r, seg):
     """Release one segment's mapping: a persistent grant stays mapped, any other is unmapped."""
     if seg.persistent:
@@ -299,7 +299,7 @@ def _unmap_seg(be, r, seg):
         be.stats[r, BS_UNMAP_OPS] += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _unmap_segs(be, r, segs, n):
     for i in range(n):
         _unmap_seg(be, r, segs[i])

@@ -194,7 +194,7 @@ def front_ring(fi, r):
 _front_ring = njit(cache=True, nogil=True, inline="always")(front_ring)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def get_id_from_freelist(fi, r):
     """blkfront ``get_id_from_freelist``: pop a free shadow id (the caller checked RING_FULL)."""
     rs = fi.ring_state[r]
@@ -204,7 +204,7 @@ def get_id_from_freelist(fi, r):
     return free
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def add_id_to_freelist(fi, r, id):
     """blkfront ``add_id_to_freelist``: push ``id`` back; False if it was not in use."""
     s = fi.shadow[r, id]
@@ -217,7 +217,7 @@ def add_id_to_freelist(fi, r, id):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _get_grant(fi, r, data_pfn):
     """blkfront ``get_grant``: take a pool entry and make sure the backend may map its page.
 
@@ -242,7 +242,7 @@ def _get_grant(fi, r, data_pfn):
     return g
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _put_grant(fi, r, g):
     """Return pool entry ``g`` after completion, as ``blkif_completion`` does.
 
@@ -397,7 +397,7 @@ def flush_requests(fi, r):
 # --- completion --------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _blkif_completion(fi, r, id, status):
     """blkfront ``blkif_completion``: copy read data out, release grants. False on a protocol error."""
     s = fi.shadow[r, id]
@@ -418,7 +418,7 @@ def _blkif_completion(fi, r, id, status):
     return ok
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _blkif_set_error(fi):
     fi.params[P_CONNECTED] = BLKIF_STATE_ERROR
     return -1

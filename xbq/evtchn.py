@@ -88,7 +88,7 @@ def evtchn_close(ev: evtchn_table, port: int) -> None:
     ev.owner[port] = -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def notify_remote_via_evtchn(ev, port):
     """``EVTCHNOP_send`` from ``port``: count it, set the peer pending.
 

@@ -49,7 +49,8 @@ def atomic_load(typingctx, arr, idx):
     sig = arr.dtype(arr, idx)
 
     def codegen(context, builder, signature, args):
-        ptr = _item_pointer(context, builder, signature.args[0], args[0], args[1], signature.args[1])
+        aty, ity = signature.args
+        ptr = _item_pointer(context, builder, aty, args[0], args[1], ity)
         return builder.load_atomic(ptr, "acquire", signature.args[0].dtype.bitwidth // 8)
 
     return sig, codegen

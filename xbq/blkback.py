@@ -305,7 +305,7 @@ def _unmap_segs(be, r, segs, n):
         _unmap_seg(be, r, segs[i])
 
 
-# --- dispatch --------------------------------------------------------------------------------------
+# --- dispatch ----------------------------------------------------------------------------------
 
 
 @njit(cache=True, nogil=True)
@@ -502,7 +502,7 @@ def blkback_pop_dispatched(be, r):
     return pidx
 
 
-# --- the service loop ------------------------------------------------------------------------------
+# --- the service loop --------------------------------------------------------------------------
 
 
 @njit(cache=True, nogil=True)
@@ -629,7 +629,8 @@ def new_blkback(conn, vbd, *, defer: bool = False,
         dispatch_q=np.zeros((nr_rings, nr_ents), np.int32),
         persistent_gnt=np.full((nr_rings, nr_grefs), -1, np.int32),
         pgnt_active=np.zeros((nr_rings, nr_grefs), np.int8), mt=mt,
-        req_copy=np.zeros((nr_rings, BLKIF_RING_ENTRY_SIZE + SEG_SIZE), np.uint8), ring_state=ring_state,
+        req_copy=np.zeros((nr_rings, BLKIF_RING_ENTRY_SIZE + SEG_SIZE), np.uint8),
+        ring_state=ring_state,
         params=params, stats=np.zeros((nr_rings, len(BLKBACK_STATS)), np.int64),
         evtchn_port=np.array([ring.back_port for ring in conn.rings], np.int32),
         evtchn=conn.evtchn, front_gnttab=conn.front.gnttab, front_pages=conn.front.pages,

@@ -31,14 +31,11 @@ import numpy as np
 from numba import njit
 
 from xbq.abi import (
-    BLKFRONT_MAX_INDIRECT_SEGMENTS,
     BLKIF_MAX_SEGMENTS_PER_REQUEST,
     BLKIF_OP_DISCARD,
-    BLKIF_OP_FLUSH_DISKCACHE,
     BLKIF_OP_INDIRECT,
     BLKIF_OP_READ,
     BLKIF_OP_WRITE,
-    BLKIF_OP_WRITE_BARRIER,
     BLKIF_RING_ENTRY_SIZE,
     DISC_OFF_NR_SECTORS,
     IND_OFF_HANDLE,
@@ -59,7 +56,6 @@ from xbq.abi import (
     SEG_OFF_LAST_SECT,
     SEG_SIZE,
     SEGS_PER_INDIRECT_FRAME,
-    XEN_PAGE_SIZE,
 )
 from xbq.errors import XbqError
 from xbq.evtchn import notify_remote_via_evtchn
@@ -162,7 +158,7 @@ blkfront_info = namedtuple("blkfront_info", [
     "gnt_list", "ring_state", "evtchn_port", "rsp_copy", "params", "stats", "gnttab", "pages",
     "evtchn",
 ])
-blkfront_info.__doc__ = """A blkfront device and its rings (arrays with a leading ``nr_rings`` axis).
+blkfront_info.__doc__ = """A blkfront device and its rings (arrays with a leading ring axis).
 
 srings : uint8[nr_rings, 4096 << order]       the shared rings (views of guest pages)
 front_pvt : FRONT_RING_DTYPE[nr_rings]         req_prod_pvt, rsp_cons, nr_ents
@@ -314,7 +310,8 @@ def blkif_queue_request(fi, r, operation, sector, nr_sects, buf_pfn, tag):
     nseg = 0 if is_discard else (nr_sects + SECTORS_PER_PAGE - 1) // SECTORS_PER_PAGE
     max_data = fi.params[P_MAX_INDIRECT] if fi.params[P_MAX_INDIRECT] > 0 \
         else BLKIF_MAX_SEGMENTS_PER_REQUEST
-    if nr_sects < 0 or nseg > max_data or (nseg == 0 and operation in (BLKIF_OP_READ, BLKIF_OP_WRITE)):
+    is_rw = operation == BLKIF_OP_READ or operation == BLKIF_OP_WRITE
+    if nr_sects < 0 or nseg > max_data or (nseg == 0 and is_rw):
         return BLKIF_QUEUE_INVALID
     id = get_id_from_freelist(fi, r)
     img = fi.shadow_req[r, id]
@@ -364,7 +361,8 @@ def blkif_queue_request(fi, r, operation, sector, nr_sects, buf_pfn, tag):
                 copy_bytes(fi.pages[fi.gnt_pfn[r, g]], 0, fi.pages[buf_pfn + i], 0,
                            (last + 1) * 512)
             if indirect:  # the segment goes into the descriptor page
-                page = fi.pages[fi.gnt_pfn[r, fi.shadow_grants[r, id, nseg + i // SEGS_PER_INDIRECT_FRAME]]]
+                ind = fi.shadow_grants[r, id, nseg + i // SEGS_PER_INDIRECT_FRAME]
+                page = fi.pages[fi.gnt_pfn[r, ind]]
                 off = (i % SEGS_PER_INDIRECT_FRAME) * SEG_SIZE
             else:
                 page = img
@@ -376,7 +374,8 @@ def blkif_queue_request(fi, r, operation, sector, nr_sects, buf_pfn, tag):
         fi.stats[r, FS_SEGMENTS] += nseg
     # The request is built in the shadow; now copy it into the slot (current blkfront).
     p = fr.pvt[0]
-    copy_bytes(fr.sring, RING_GET_REQUEST(fr, np.int64(p.req_prod_pvt)), img, 0, BLKIF_RING_ENTRY_SIZE)
+    slot = RING_GET_REQUEST(fr, np.int64(p.req_prod_pvt))
+    copy_bytes(fr.sring, slot, img, 0, BLKIF_RING_ENTRY_SIZE)
     p.req_prod_pvt = (np.int64(p.req_prod_pvt) + 1) & 0xFFFFFFFF
     fi.ring_state[r, RS_INFLIGHT] += 1
     fi.stats[r, FS_REQUESTS] += 1
@@ -399,7 +398,7 @@ def flush_requests(fi, r):
 
 @njit(cache=True, nogil=True, inline="always")
 def _blkif_completion(fi, r, id, status):
-    """blkfront ``blkif_completion``: copy read data out, release grants. False on a protocol error."""
+    """blkfront ``blkif_completion``: copy read data out, release grants; False on an error."""
     s = fi.shadow[r, id]
     nseg = np.int64(s.num_grants)
     copy = fi.params[P_TOUCH_DATA] and fi.params[P_PERSISTENT] and s.indirect_op == BLKIF_OP_READ \
@@ -464,7 +463,8 @@ def blkif_interrupt(fi, r, done_tag, done_status):
             if id < 0 or id >= nr_ents or n >= done_tag.size:
                 return _blkif_set_error(fi)
             s = fi.shadow[r, id]
-            if s.status != REQ_WAITING or s.request < 0 or (op != s.operation and op != s.indirect_op):
+            op_ok = op == s.operation or op == s.indirect_op
+            if s.status != REQ_WAITING or s.request < 0 or not op_ok:
                 return _blkif_set_error(fi)
             s.status = REQ_PROCESSING
             if not _blkif_completion(fi, r, id, status):

@@ -69,7 +69,8 @@ def evtchn_bind_interdomain(ev: evtchn_table, dom: int, remote_dom: int, remote_
     """
     if not (0 <= remote_port < ev.state.size) or ev.state[remote_port] != EVTCHNSTAT_unbound \
             or ev.owner[remote_port] != remote_dom or ev.remote[remote_port] != -1 - dom:
-        raise ValueError(f"port {remote_port} of domain {remote_dom} is not offered to domain {dom}")
+        raise ValueError(
+            f"port {remote_port} of domain {remote_dom} is not offered to domain {dom}")
     local = evtchn_alloc_unbound(ev, dom, remote_dom)
     ev.state[local] = ev.state[remote_port] = EVTCHNSTAT_interdomain
     ev.remote[local] = remote_port

@@ -114,6 +114,7 @@ EV_PHASE, EV_BE_EVT, EV_BE_WAKE, EV_FE_EVT, EV_DEV, EV_ARRIVAL, EV_THINK, EV_WAR
     range(9)
 # --- task kinds (CPU queue entries are kind << 40 | actor) ---------------------------------
 T_JOB, T_IRQ, T_BE, T_DONE = range(4)
+PH_START = 100  # phase of a task just dispatched: _on_phase starts it
 _SHIFT = 40
 _AMASK = (1 << 40) - 1
 
@@ -304,22 +305,9 @@ def _dispatch(s, fi, be, wl, P, cpu, t):
         s.idle[cpu] = 0
         s.busy_since[cpu] = t
     s.cur[cpu] = code
-    s.phase[cpu] = 0
+    s.phase[cpu] = PH_START
     s.task_n[cpu] += 1
-    kind = code >> _SHIFT
-    actor = code & _AMASK
-    if kind == T_JOB:
-        _job_unit(s, wl, P, cpu, actor, t, _switch(s, P, cpu, actor, t))
-    elif kind == T_IRQ:
-        evtchn_test_and_clear_pending(fi.evtchn, fi.evtchn_port[actor])
-        s.irq_state[actor] = 2
-        s.irq_again[actor] = 0
-        _push(s, t + _ns(P[P_IRQ_ENTRY]), _I(EV_PHASE), cpu)
-    elif kind == T_BE:
-        extra = _switch(s, P, cpu, s.cfg[C_JOBS] + actor, t)
-        _be_consume(s, be, P, cpu, actor, t, extra)
-    else:
-        _be_complete(s, fi, be, P, cpu, actor, t)
+    _push(s, t, _I(EV_PHASE), cpu)  # the task starts in _on_phase (one copy of each path)
 
 
 @njit(cache=True, inline="always")
@@ -430,7 +418,7 @@ def _flush(s, fi, be, P, r, t_end_cs):
     return cost
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _job_cs(s, fi, be, P, j, tag, t):
     """Job j holds its ring's lock: queue the I/O (split at max_sectors) and flush."""
     r = s.job_ring[j]
@@ -505,7 +493,7 @@ def _io_done(s, fi, be, wl, P, tag, t):
 # --- the guest interrupt -------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _irq_cs(s, fi, be, P, r, t):
     """Ring r's handler holds the lock: blkif_interrupt, then restart parked requests."""
     n = blkif_interrupt(fi, r, s.done_tag[r], s.done_status[r])
@@ -533,7 +521,7 @@ def _irq_cs(s, fi, be, P, r, t):
     return cost
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _irq_finish(s, fi, be, wl, P, cpu, r, t):
     """After the lock: complete the I/Os the interrupt consumed, then end the task."""
     for k in range(s.irq_ndone[r]):
@@ -553,7 +541,7 @@ def _irq_finish(s, fi, be, wl, P, cpu, r, t):
 # --- the backend ------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _be_consume(s, be, P, cpu, r, t, extra):
     """blkback's thread loop, one pass: consume what the ring holds, charge the batch.
 
@@ -613,7 +601,7 @@ def _be_dispatch(s, be, P, r, t):
         _dev_start(s, P, r * ents + pidx, be.pending[r, pidx].nr_sects, t)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _be_complete(s, fi, be, P, cpu, code, t):
     """A device completion on dom0: xen_blkbk_complete_io (unmap, make_response, notify)."""
     ents = s.cfg[C_NR_ENTS]
@@ -643,7 +631,17 @@ def _on_phase(s, fi, be, wl, P, cpu, t):
     kind = code >> _SHIFT
     a = code & _AMASK
     ph = s.phase[cpu]
-    if kind == T_JOB:
+    if ph == PH_START and kind == T_JOB:
+        _job_unit(s, wl, P, cpu, a, t, _switch(s, P, cpu, a, t))
+    elif ph == PH_START and kind == T_IRQ:
+        evtchn_test_and_clear_pending(fi.evtchn, fi.evtchn_port[a])
+        s.irq_state[a] = 2
+        s.irq_again[a] = 0
+        s.phase[cpu] = 0
+        _push(s, t + _ns(P[P_IRQ_ENTRY]), _I(EV_PHASE), cpu)
+    elif ph == PH_START and kind == T_DONE:
+        _be_complete(s, fi, be, P, cpu, a, t)
+    elif kind == T_JOB:
         lk = 0 if s.cfg[C_NFLOCKS] == 1 else s.job_ring[a]
         if ph == 0:
             s.phase[cpu] = 1
@@ -680,6 +678,10 @@ def _on_phase(s, fi, be, wl, P, cpu, t):
             _irq_finish(s, fi, be, wl, P, cpu, a, t)
     elif kind == T_BE:
         belock = s.cfg[C_BELOCK]
+        if ph == PH_START or ph == 5:  # (re)start the loop: consume a batch
+            extra = _switch(s, P, cpu, s.cfg[C_JOBS] + a, t) if ph == PH_START else _F(0.0)
+            _be_consume(s, be, P, cpu, a, t, extra)
+            return
         if ph == 9:  # nothing left: sleep until the next upcall
             s.be_state[a] = 0
             s.slept[s.cfg[C_JOBS] + a] = 1
@@ -698,7 +700,8 @@ def _on_phase(s, fi, be, wl, P, cpu, t):
             _lock_release(s, P, belock, cpu, t)
         _be_dispatch(s, be, P, a, t)
         if _yield_or_continue(s, fi, be, wl, P, cpu, _I(T_BE), a, t):
-            _be_consume(s, be, P, cpu, a, t, _F(0.0))
+            s.phase[cpu] = 5
+            _push(s, t, _I(EV_PHASE), cpu)
     else:
         _task_end(s, fi, be, wl, P, cpu, t)
 

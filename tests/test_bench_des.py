@@ -1,0 +1,127 @@
+"""Speed of the discrete-event twin (measured and printed, never asserted).
+
+* simulated requests (and events) per wall-clock second, ``mq`` with 16 jobs, after warm-up;
+* compile time of the event loop (on a cold cache only; a warm cache loads it);
+* the same pipeline written with SimPy, in the same run: events per second of each;
+* the whole 12-point seed sweep with at least 200k requests per point.
+
+Run with ``make bench`` (``pytest -m benchmark -s``).
+"""
+
+import time
+
+import pytest
+
+from xbq.datasets import load_seed
+from xbq.des.params import DesParams
+
+pytestmark = pytest.mark.benchmark
+
+
+def _simpy_pipeline(jobs=16, vcpus=16, iodepth=64, until_ns=2_000_000, p=None):
+    """fio jobs -> vCPU -> ring lock -> backend thread -> null device -> interrupt, in SimPy.
+
+    The same stages and costs as the twin, without the protocol bytes: one Resource per
+    vCPU, per ring lock and per dom0 vCPU; a backend process per ring batching what is
+    queued; completions through the ring's interrupt on its vCPU."""
+    import simpy
+
+    p = p or DesParams()
+    env = simpy.Environment()
+    cpus = [simpy.Resource(env, 1) for _ in range(vcpus)]
+    locks = [simpy.Resource(env, 1) for _ in range(vcpus)]
+    dom0 = [simpy.Resource(env, 1) for _ in range(vcpus)]
+    rings = [simpy.Store(env) for _ in range(vcpus)]
+    done = [0]
+
+    def backend(r):
+        while True:
+            first = yield rings[r].get()
+            batch = [first] + list(rings[r].items)
+            rings[r].items.clear()
+            with dom0[r].request() as rq:
+                yield rq
+                yield env.timeout(p.be_batch_ns + len(batch) * (p.be_req_ns + p.pgnt_hit_ns))
+            for ev in batch:
+                env.process(device(r, ev))
+
+    def device(r, ev):
+        yield env.timeout(p.null_ns)
+        with dom0[r].request() as rq:
+            yield rq
+            yield env.timeout(p.be_done_ns)
+        yield env.timeout(p.evtchn_latency_ns)
+        with cpus[r].request() as rq:
+            yield rq
+            yield env.timeout(p.irq_entry_ns)
+            with locks[r].request() as lk:
+                yield lk
+                yield env.timeout(p.irq_base_ns + p.irq_per_rsp_ns)
+            yield env.timeout(p.complete_ns)
+        ev.succeed()
+
+    def job(j):
+        c = j % vcpus
+        slots = simpy.Resource(env, iodepth)
+        while True:
+            req = slots.request()
+            yield req
+            with cpus[c].request() as rq:
+                yield rq
+                yield env.timeout(p.submit_ns)
+                with locks[c].request() as lk:
+                    yield lk
+                    yield env.timeout(p.fe_cs_ns)
+            ev = env.event()
+            rings[c].put(ev)
+            env.process(_finish(ev, slots, req))
+
+    def _finish(ev, slots, req):
+        yield ev
+        done[0] += 1
+        slots.release(req)
+
+    for r in range(vcpus):
+        env.process(backend(r))
+    for j in range(jobs):
+        env.process(job(j))
+    t0 = time.perf_counter()
+    env.run(until=until_ns)
+    wall = time.perf_counter() - t0
+    return done[0], env._eid, wall
+
+
+def test_bench_des_speed_and_simpy():
+    from xbq.des.simulate import simulate
+
+    t0 = time.perf_counter()
+    simulate("mq", 16, duration=0.001)
+    first = time.perf_counter() - t0
+    df = simulate("mq", 16, duration=0.2)
+    row = df.iloc[0]
+    req_s = row.completed / row.wall_s
+    ev_s = row.events / row.wall_s
+    n, ev, wall = _simpy_pipeline()
+    simpy_ev_s = ev / wall
+    print(f"\nDES mq 16 jobs: {row.completed:.0f} requests, {row.events:.0f} events in "
+          f"{row.wall_s:.2f} s: {req_s:,.0f} req/s, {ev_s:,.0f} events/s "
+          f"(first call incl. compile or cache load: {first:.1f} s)")
+    print(f"SimPy same pipeline: {n} requests, {ev} events in {wall:.2f} s: "
+          f"{n / wall:,.0f} req/s, {simpy_ev_s:,.0f} events/s; DES/SimPy events/s = "
+          f"{ev_s / simpy_ev_s:.0f}x, req/s = {req_s / (n / wall):.0f}x")
+
+
+def test_bench_seed_sweep():
+    from xbq.des.simulate import simulate
+
+    seed = load_seed()
+    t0 = time.perf_counter()
+    total = 0
+    for row in seed.itertuples(index=False):
+        mode = "sq" if row.series == "single_ring" else "mq"
+        dur = 200_000 / row.iops * 1.15
+        df = simulate(mode, int(row.jobs), queues=int(row.queues), vcpus=int(row.vcpus),
+                      duration=dur)
+        total += int(df.completed.iloc[0])
+    wall = time.perf_counter() - t0
+    print(f"\nseed sweep: 12 points, {total:,} requests in {wall:.1f} s")

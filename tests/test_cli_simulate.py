@@ -1,0 +1,52 @@
+"""``xbq simulate`` and ``xbq calibrate`` from the command line."""
+
+import json
+
+from xbq.cli import main
+from xbq.results import COLUMNS
+
+
+def test_simulate_json_rows(capsys):
+    rc = main(["simulate", "--mode", "mq", "--jobs", "1,4", "--duration", "0.005", "--json"])
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["jobs"] for r in rows] == [1, 4]
+    for r in rows:
+        assert list(r)[:len(COLUMNS)] == list(COLUMNS)
+        assert r["engine"] == "des" and r["iops"] > 0 and r["lost"] == 0
+
+
+def test_simulate_table_and_out(tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    rc = main(["simulate", "--mode", "sq", "--jobs", "2", "--duration", "0.005",
+               "--out", str(out)])
+    assert rc == 0
+    assert "iops" in capsys.readouterr().out
+    assert out.exists() and (tmp_path / "r.csv.meta.json").exists()
+
+
+def test_simulate_params_file_errors_are_one_line(tmp_path, capsys):
+    f = tmp_path / "p.json"
+    f.write_text('{"submit_ns": 4000, "typo_ns": 1}')
+    rc = main(["simulate", "--jobs", "1", "--duration", "0.001", "--params", str(f)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "unknown parameter(s): typo_ns" in err and err.count("\n") == 1
+
+
+def test_simulate_reads_calibrated_params(capsys):
+    from xbq.paths import data_dir
+
+    path = data_dir() / "calibrated" / "des-params.json"
+    rc = main(["simulate", "--jobs", "1", "--duration", "0.002", "--params", str(path),
+               "--json"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)[0]["iops"] > 0
+
+
+def test_calibrate_json_shape(capsys):
+    rc = main(["calibrate", "--json", "--quiet", "--duration", "0.002", "--max-nfev", "1",
+               "--final-requests", "500"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"params", "points", "median_rel_error", "max_rel_error"}
+    assert len(out["points"]) == 12
+    assert set(out["points"][0]) == {"series", "jobs", "measured", "simulated", "rel_error"}

@@ -88,7 +88,7 @@ def _simpy_pipeline(jobs=16, vcpus=16, iodepth=64, until_ns=2_000_000, p=None):
     t0 = time.perf_counter()
     env.run(until=until_ns)
     wall = time.perf_counter() - t0
-    return done[0], env._eid, wall
+    return done[0], next(env._eid), wall  # _eid: SimPy's running event-id counter
 
 
 def test_bench_des_speed_and_simpy():

@@ -13,7 +13,12 @@ import time
 import pytest
 
 from xbq.datasets import load_seed
-from xbq.des.params import DesParams
+from xbq.des.params import DesParams, load_params
+from xbq.paths import data_dir
+
+
+def _calibrated():
+    return load_params(data_dir() / "calibrated" / "des-params.json")
 
 pytestmark = pytest.mark.benchmark
 
@@ -95,13 +100,14 @@ def test_bench_des_speed_and_simpy():
     from xbq.des.simulate import simulate
 
     t0 = time.perf_counter()
-    simulate("mq", 16, duration=0.001)
+    p = _calibrated()
+    simulate("mq", 16, duration=0.001, params=p)
     first = time.perf_counter() - t0
-    df = simulate("mq", 16, duration=0.2)
+    df = simulate("mq", 16, duration=0.2, params=p)
     row = df.iloc[0]
     req_s = row.completed / row.wall_s
     ev_s = row.events / row.wall_s
-    n, ev, wall = _simpy_pipeline()
+    n, ev, wall = _simpy_pipeline(p=p)
     simpy_ev_s = ev / wall
     print(f"\nDES mq 16 jobs: {row.completed:.0f} requests, {row.events:.0f} events in "
           f"{row.wall_s:.2f} s: {req_s:,.0f} req/s, {ev_s:,.0f} events/s "
@@ -115,13 +121,14 @@ def test_bench_seed_sweep():
     from xbq.des.simulate import simulate
 
     seed = load_seed()
+    p = _calibrated()
     t0 = time.perf_counter()
     total = 0
     for row in seed.itertuples(index=False):
         mode = "sq" if row.series == "single_ring" else "mq"
         dur = 200_000 / row.iops * 1.15
         df = simulate(mode, int(row.jobs), queues=int(row.queues), vcpus=int(row.vcpus),
-                      duration=dur)
+                      duration=dur, params=p)
         total += int(df.completed.iloc[0])
     wall = time.perf_counter() - t0
     print(f"\nseed sweep: 12 points, {total:,} requests in {wall:.1f} s")

@@ -9,6 +9,9 @@ kernel that depends on it and nothing else. The directory is ``$NUMBA_CACHE_DIR`
 (the Makefile sets it to ``.numba_cache`` in the checkout, and CI starts that empty), else
 ``~/.cache/xbq/numba``.
 
+It also defines :func:`kernel`, the decorator of every hot-path function (protocol core,
+engines): ``njit`` with caching, ``nogil`` and numba's reference counting switched off.
+
 This module must be imported before any module that defines an ``@njit(cache=True)``
 function; ``xbq/__init__.py`` does so.
 """
@@ -21,6 +24,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from numba import njit
 from numba.core import caching, config
 
 _PKG = Path(__file__).resolve().parent
@@ -99,3 +103,24 @@ def configure() -> None:
 
 
 configure()
+
+
+def kernel(fn=None, **options):
+    """``numba.njit(cache=True, nogil=True)`` without numba's reference counting (NRT).
+
+    The protocol core and the engines keep their state in namedtuples of NumPy arrays (a
+    driver holds some 30). numba passes such a tuple to every call and increments and
+    decrements the reference count of each array in it on entry and exit: an atomic
+    read-modify-write apiece, some 60 per call, several calls per request -- and, when
+    threads share the state, a cache line bounced between CPUs on every one, a contention the
+    kernel does not have. A function under ``@kernel`` only *borrows* arrays: it never
+    allocates one and never returns one (``tests/test_jit.py`` checks both), so nothing in
+    it needs counting, and numba compiles it with NRT disabled (its ``_nrt`` option). The
+    arrays live as long as the Python objects that own them.
+
+    Use as ``@kernel`` or ``@kernel(inline="always")``; ``options`` go to ``numba.njit``.
+    """
+    options = {"cache": True, "nogil": True, "_nrt": False, **options}
+    if fn is None:
+        return lambda f: njit(**options)(f)
+    return njit(**options)(fn)

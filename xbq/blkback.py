@@ -32,8 +32,8 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
 
+from xbq._jit import kernel
 from xbq.abi import (
     BLKIF_MAX_SEGMENTS_PER_REQUEST,
     BLKIF_OP_DISCARD,
@@ -183,12 +183,12 @@ vbd : xbq.vbd.xen_vbd
 # --- per-ring views ----------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _back_ring(be, r):
     return blkif_back_ring(be.srings[r], be.back_pvt[r:r + 1])
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _ring_maptrack(be, r):
     mt = be.mt
     return xen_maptrack(mt.ref[r], mt.frame[r], mt.readonly[r], mt.free[r], mt.nfree[r:r + 1])
@@ -197,7 +197,7 @@ def _ring_maptrack(be, r):
 # --- pending_req pool ----------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def alloc_req(be, r):
     """blkback ``alloc_req``: pop a free ``pending_req``; -1 when the pool is empty."""
     n = be.ring_state[r, BR_PENDING_FREE]
@@ -207,7 +207,7 @@ def alloc_req(be, r):
     return np.int64(be.pending_free[r, n - 1])
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def free_req(be, r, pidx):
     """blkback ``free_req``: push ``pending_req`` ``pidx`` back on the free list."""
     n = be.ring_state[r, BR_PENDING_FREE]
@@ -218,7 +218,7 @@ def free_req(be, r, pidx):
 # --- responses -----------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def make_response(be, r, id, op, status):
     """blkback ``make_response``: write one response into the next slot, push, notify.
 
@@ -249,7 +249,7 @@ def make_response(be, r, id, op, status):
 # --- grant mapping -----------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _map_seg(be, r, seg, readonly):
     """Map ``seg.gref`` for ring ``r`` (``xen_blkbk_map`` for one grant); fill ``seg``.
 
@@ -289,7 +289,7 @@ def _map_seg(be, r, seg, readonly):
     return 0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _unmap_seg(be, r, seg):
     """Release one segment's mapping: a persistent grant stays mapped, any other is unmapped."""
     if seg.persistent:
@@ -299,7 +299,7 @@ def _unmap_seg(be, r, seg):
         be.stats[r, BS_UNMAP_OPS] += 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _unmap_segs(be, r, segs, n):
     for i in range(n):
         _unmap_seg(be, r, segs[i])
@@ -308,7 +308,7 @@ def _unmap_segs(be, r, segs, n):
 # --- dispatch ----------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _fail_response(be, r, pidx, id, op):
     """The common ``fail_response`` path: ERROR response, free the pending_req, back off."""
     make_response(be, r, id, op, BLKIF_RSP_ERROR)
@@ -317,7 +317,7 @@ def _fail_response(be, r, pidx, id, op):
     return -EIO
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _parse_segments(be, r, pidx, req, indirect, nseg):
     """Read and check the segments (inline, or from the indirect pages); return sectors or -1.
 
@@ -358,7 +358,7 @@ def _parse_segments(be, r, pidx, req, indirect, nseg):
     return nr_sects
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def dispatch_rw_block_io(be, r, pidx):
     """blkback ``dispatch_rw_block_io``: check the private copy, map its grants, start the I/O.
 
@@ -423,7 +423,7 @@ def dispatch_rw_block_io(be, r, pidx):
     return 0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def dispatch_discard_io(be, r):
     """blkback ``dispatch_discard_io``: check the range as a write and answer at once."""
     req = be.req_copy[r]
@@ -438,7 +438,7 @@ def dispatch_discard_io(be, r):
     return err
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def dispatch_other_io(be, r, pidx):
     """blkback ``dispatch_other_io``: an unknown operation gets ``BLKIF_RSP_EOPNOTSUPP``."""
     req = be.req_copy[r]
@@ -451,7 +451,7 @@ def dispatch_other_io(be, r, pidx):
 # --- device completion -------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def xen_blkbk_complete_io(be, r, pidx):
     """The device has done ``pending_req`` ``pidx``: move the data, then ``__end_block_io_op``.
 
@@ -490,7 +490,7 @@ def xen_blkbk_complete_io(be, r, pidx):
     return status
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def blkback_pop_dispatched(be, r):
     """Next ``pending_req`` handed to a deferred device on ring ``r`` (FIFO); -1 if none."""
     rs = be.ring_state[r]
@@ -505,7 +505,7 @@ def blkback_pop_dispatched(be, r):
 # --- the service loop --------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def __do_block_io_op(be, r):
     """blkback ``__do_block_io_op``: consume what the producer index shows; return ``more``.
 
@@ -552,7 +552,7 @@ def __do_block_io_op(be, r):
     return more
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def do_block_io_op(be, r):
     """blkback ``do_block_io_op``: ``__do_block_io_op`` until ``RING_FINAL_CHECK_FOR_REQUESTS``
     finds nothing (``req_event`` then asks for the next request's notification).

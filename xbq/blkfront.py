@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
 
+from xbq._jit import kernel
 from xbq.abi import (
     BLKIF_MAX_SEGMENTS_PER_REQUEST,
     BLKIF_OP_DISCARD,
@@ -187,10 +187,10 @@ def front_ring(fi, r):
     return blkif_front_ring(fi.srings[r], fi.front_pvt[r:r + 1])
 
 
-_front_ring = njit(cache=True, nogil=True, inline="always")(front_ring)
+_front_ring = kernel(inline="always")(front_ring)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def get_id_from_freelist(fi, r):
     """blkfront ``get_id_from_freelist``: pop a free shadow id (the caller checked RING_FULL)."""
     rs = fi.ring_state[r]
@@ -200,7 +200,7 @@ def get_id_from_freelist(fi, r):
     return free
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def add_id_to_freelist(fi, r, id):
     """blkfront ``add_id_to_freelist``: push ``id`` back; False if it was not in use."""
     s = fi.shadow[r, id]
@@ -213,7 +213,7 @@ def add_id_to_freelist(fi, r, id):
     return True
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _get_grant(fi, r, data_pfn):
     """blkfront ``get_grant``: take a pool entry and make sure the backend may map its page.
 
@@ -238,7 +238,7 @@ def _get_grant(fi, r, data_pfn):
     return g
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _put_grant(fi, r, g):
     """Return pool entry ``g`` after completion, as ``blkif_completion`` does.
 
@@ -267,7 +267,7 @@ def _put_grant(fi, r, g):
 # --- submission --------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def blkif_queue_request(fi, r, operation, sector, nr_sects, buf_pfn, tag):
     """blkfront ``blkif_queue_request``: put one I/O on ring ``r``; return its id.
 
@@ -382,7 +382,7 @@ def blkif_queue_request(fi, r, operation, sector, nr_sects, buf_pfn, tag):
     return id
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def flush_requests(fi, r):
     """blkfront ``flush_requests``: push ring ``r``'s requests; notify if asked. Returns notify."""
     fi.stats[r, FS_FLUSHES] += 1
@@ -396,7 +396,7 @@ def flush_requests(fi, r):
 # --- completion --------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _blkif_completion(fi, r, id, status):
     """blkfront ``blkif_completion``: copy read data out, release grants; False on an error."""
     s = fi.shadow[r, id]
@@ -417,13 +417,13 @@ def _blkif_completion(fi, r, id, status):
     return ok
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _blkif_set_error(fi):
     fi.params[P_CONNECTED] = BLKIF_STATE_ERROR
     return -1
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def blkif_interrupt(fi, r, done_tag, done_status):
     """blkfront ``blkif_interrupt``: consume ring ``r``'s responses and complete them.
 

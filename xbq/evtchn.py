@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
 
+from xbq._jit import kernel
 from xbq.atomic import atomic_fetch_add, atomic_load, atomic_store, atomic_xchg
 from xbq.errors import XbqError
 
@@ -89,7 +89,7 @@ def evtchn_close(ev: evtchn_table, port: int) -> None:
     ev.owner[port] = -1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def notify_remote_via_evtchn(ev, port):
     """``EVTCHNOP_send`` from ``port``: count it, set the peer pending.
 
@@ -107,25 +107,25 @@ def notify_remote_via_evtchn(ev, port):
     return False
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def evtchn_test_and_clear_pending(ev, port):
     """Clear the pending bit of ``port``; return True if it was set (an event to handle)."""
     return atomic_xchg(ev.pending, port, 0) != 0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def evtchn_is_pending(ev, port):
     """True if ``port`` has an event pending (an acquire load; does not clear it)."""
     return atomic_load(ev.pending, port) != 0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def mask_evtchn(ev, port):
     """Set the mask bit of ``port``: events stay pending and raise no upcall."""
     atomic_store(ev.mask, port, 1)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def unmask_evtchn(ev, port):
     """Clear the mask bit; return True if an event was pending (it is delivered now)."""
     atomic_store(ev.mask, port, 0)

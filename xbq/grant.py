@@ -29,8 +29,8 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
 
+from xbq._jit import kernel
 from xbq.abi import GRANT_ENTRY_V1_DTYPE, XEN_PAGE_SIZE
 from xbq.atomic import atomic_fetch_add
 from xbq.errors import XbqError
@@ -118,7 +118,7 @@ def new_maptrack(nr_handles: int) -> xen_maptrack:
 # --- the granting guest (Linux drivers/xen/grant-table.c) ------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def gnttab_claim_grant_reference(gt):
     """Take a free grant reference; return it, or -1 if none is left. Changes ``gt.free``."""
     n = gt.stats[GNT_FREE_COUNT]
@@ -138,7 +138,7 @@ def gnttab_alloc_grant_references(gt: gnttab, count: int) -> np.ndarray:
     return refs
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def gnttab_release_grant_reference(gt, ref):
     """Return ``ref`` to the free list. Changes ``gt.free``."""
     n = gt.stats[GNT_FREE_COUNT]
@@ -146,7 +146,7 @@ def gnttab_release_grant_reference(gt, ref):
     gt.stats[GNT_FREE_COUNT] = n + 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def gnttab_grant_foreign_access_ref(gt, ref, domid, frame, readonly):
     """Let ``domid`` map the guest page ``frame`` through ``ref`` (read-only if asked).
 
@@ -160,13 +160,13 @@ def gnttab_grant_foreign_access_ref(gt, ref, domid, frame, readonly):
     atomic_fetch_add(gt.stats, GNT_GRANTS, 1)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def gnttab_query_foreign_access(gt, ref):
     """True while the peer still has ``ref`` mapped (``GTF_reading``/``GTF_writing`` set)."""
     return (gt.shared[ref].flags & (GTF_reading | GTF_writing)) != 0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def gnttab_end_foreign_access_ref(gt, ref):
     """Revoke ``ref``; return False (and change nothing) while the peer still maps it."""
     if gnttab_query_foreign_access(gt, ref):
@@ -179,7 +179,7 @@ def gnttab_end_foreign_access_ref(gt, ref):
 # --- the hypervisor, on behalf of the mapping domain -----------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def gnttab_map_grant_ref(gt, ref, domid, readonly, mt):
     """``GNTTABOP_map_grant_ref``: map ``ref`` of the granter for ``domid``.
 
@@ -218,7 +218,7 @@ def gnttab_map_grant_ref(gt, ref, domid, readonly, mt):
     return handle
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def gnttab_unmap_grant_ref(gt, mt, handle):
     """``GNTTABOP_unmap_grant_ref``: drop mapping ``handle``; return a ``GNTST_*`` status.
 
@@ -246,13 +246,13 @@ def gnttab_unmap_grant_ref(gt, mt, handle):
     return GNTST_okay
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def grant_page_read(pages, mt, handle, offset, dst, dst_off, nbytes):
     """Read ``nbytes`` at ``offset`` of the page behind ``handle`` into ``dst[dst_off:]``."""
     copy_bytes(dst, dst_off, pages[mt.frame[handle]], offset, nbytes)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def grant_page_write(pages, mt, handle, offset, src, src_off, nbytes):
     """Write into the page behind ``handle``; ``GNTST_permission_denied`` if mapped read-only.
 

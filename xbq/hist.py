@@ -10,7 +10,8 @@ afterwards.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from xbq._jit import kernel
 
 SUB_BITS = 5
 SUB_BUCKETS = 1 << SUB_BITS
@@ -23,7 +24,7 @@ def new_hist(n: int = 1) -> np.ndarray:
     return np.zeros((n, NR_BUCKETS), np.int64)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def hist_bucket(value):
     """Bucket index of a non-negative integer value (negative values count as 0)."""
     v = np.int64(value)
@@ -36,7 +37,7 @@ def hist_bucket(value):
     return (shift + 1) * SUB_BUCKETS + ((v >> shift) - SUB_BUCKETS)
 
 
-@njit(cache=True)
+@kernel
 def bucket_low(b):
     """Smallest value that falls in bucket ``b``."""
     if b < SUB_BUCKETS:
@@ -45,7 +46,7 @@ def bucket_low(b):
     return np.int64((SUB_BUCKETS + b % SUB_BUCKETS) << group)
 
 
-@njit(cache=True)
+@kernel
 def hist_record(h, value):
     """Count one value in histogram row ``h`` (a 1-D view)."""
     h[hist_bucket(value)] += 1

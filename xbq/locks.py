@@ -31,8 +31,8 @@ included), yields, and timeouts.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from xbq._jit import kernel
 from xbq.atomic import (
     atomic_cas,
     atomic_fetch_add,
@@ -114,7 +114,7 @@ def lock_stats(locks: np.ndarray, i: int) -> dict[str, int]:
 # --- the bounded wait -------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _wait_step(lk, b, k, t0, timeout_ns):
     """One wait iteration ``k``: pause, or yield and check the deadline and the broken mark."""
     if k < SPIN_BEFORE_YIELD:
@@ -129,14 +129,14 @@ def _wait_step(lk, b, k, t0, timeout_ns):
     return LOCK_OK
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _give_up(lk, b, status):
     atomic_store(lk, b + LK_BROKEN, 1)
     atomic_fetch_add(lk, b + LK_TIMEOUTS, 1)
     return status
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _account(lk, b, contended, t0, waiters):
     """Statistics, written by the new holder (so plain stores suffice)."""
     lk[b + LK_ACQUIRED] += 1
@@ -150,7 +150,7 @@ def _account(lk, b, contended, t0, waiters):
 # --- ticket lock (x86 arch_spin_lock, 2015) -----------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def ticket_lock(lk, i, timeout_ns):
     """Take ticket lock ``i``: ``xadd`` a ticket, wait for ``owner`` to reach it.
 
@@ -173,7 +173,7 @@ def ticket_lock(lk, i, timeout_ns):
     return LOCK_OK
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def ticket_unlock(lk, i):
     """Release ticket lock ``i``: serve the next ticket (a release store)."""
     b = i * LOCK_WORDS
@@ -184,7 +184,7 @@ def ticket_unlock(lk, i):
 # --- test-and-test-and-set --------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def ttas_lock(lk, i, timeout_ns):
     """Take TTAS lock ``i``: read until free, then ``xchg``; returns a ``LOCK_*`` code."""
     b = i * LOCK_WORDS
@@ -207,7 +207,7 @@ def ttas_lock(lk, i, timeout_ns):
     return LOCK_OK
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def ttas_unlock(lk, i):
     """Release TTAS lock ``i`` (a release store of 0)."""
     atomic_store(lk, i * LOCK_WORDS + LK_WORD, 0)
@@ -217,7 +217,7 @@ def ttas_unlock(lk, i):
 # --- MCS queue lock ---------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def mcs_lock(lk, i, nodes, me, timeout_ns):
     """Take MCS lock ``i`` with thread ``me``'s node: swap the tail, link, spin on own node."""
     b = i * LOCK_WORDS
@@ -243,7 +243,7 @@ def mcs_lock(lk, i, nodes, me, timeout_ns):
     return LOCK_OK
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def mcs_unlock(lk, i, nodes, me, timeout_ns):
     """Release MCS lock ``i``: free it if nobody queued, else hand it to the successor.
 
@@ -273,7 +273,7 @@ def mcs_unlock(lk, i, nodes, me, timeout_ns):
 # --- one entry point for the engine -------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def spin_lock(lk, i, kind, nodes, me, timeout_ns):
     """Take lock ``i`` of kind ``kind`` as thread ``me``; returns ``LOCK_OK`` or an error code.
 
@@ -299,7 +299,7 @@ def spin_lock(lk, i, kind, nodes, me, timeout_ns):
     return mcs_lock(lk, i, nodes, me, timeout_ns)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def spin_unlock(lk, i, kind, nodes, me, timeout_ns):
     """Release lock ``i`` taken by :func:`spin_lock`; returns ``LOCK_OK`` or an error code."""
     if kind == LOCK_TICKET:

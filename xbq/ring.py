@@ -29,8 +29,8 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
 
+from xbq._jit import kernel
 from xbq._mem import (
     load_acquire_u32,
     load_i16,
@@ -73,81 +73,81 @@ blkif_back_ring.__doc__ = (
 # NUMBA_BOUNDSCHECK: offsets come from ring indices and request fields, so they are checked.
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _check(buf, off, n):
     if off < 0 or off + n > buf.size:
         raise IndexError("byte access outside the buffer")
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def get_u8(buf, off):
     """Read the byte at ``buf[off]``."""
     return np.int64(buf[off])
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def get_u16(buf, off):
     """Read the little-endian u16 at byte ``off``."""
     _check(buf, off, 2)
     return np.int64(load_u16(buf, off))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def get_i16(buf, off):
     """Read the little-endian s16 at byte ``off``."""
     _check(buf, off, 2)
     return np.int64(load_i16(buf, off))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def get_u32(buf, off):
     """Read the little-endian u32 at byte ``off``."""
     _check(buf, off, 4)
     return np.int64(load_u32(buf, off))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def get_u64(buf, off):
     """Read the little-endian u64 at byte ``off`` (a ``uint64``)."""
     _check(buf, off, 8)
     return load_u64(buf, off)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def put_u8(buf, off, v):
     """Write the byte ``v & 0xff`` at ``buf[off]``."""
     buf[off] = np.uint8(v & 0xFF)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def put_u16(buf, off, v):
     """Write ``v & 0xffff`` as a u16 at byte ``off``."""
     _check(buf, off, 2)
     store_u16(buf, off, np.uint16(v & 0xFFFF))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def put_i16(buf, off, v):
     """Write ``v`` as an s16 (two's complement) at byte ``off``."""
     _check(buf, off, 2)
     store_u16(buf, off, np.uint16(v & 0xFFFF))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def put_u32(buf, off, v):
     """Write ``v & 0xffffffff`` as a u32 at byte ``off``."""
     _check(buf, off, 4)
     store_u32(buf, off, np.uint32(v & MASK32))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def put_u64(buf, off, v):
     """Write ``v`` as a u64 at byte ``off``."""
     _check(buf, off, 8)
     store_u64(buf, off, np.uint64(v))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def copy_bytes(dst, dst_off, src, src_off, n):
     """Copy ``n`` bytes from ``src[src_off:]`` to ``dst[dst_off:]`` (no overlap)."""
     if n > 0:
@@ -159,7 +159,7 @@ def copy_bytes(dst, dst_off, src, src_off, n):
 # --- the shared header --------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def SHARED_RING_INIT(sring):
     """ring.h ``SHARED_RING_INIT``: producers 0, both event indices 1, padding zeroed.
 
@@ -171,7 +171,7 @@ def SHARED_RING_INIT(sring):
     sring_set(sring, RSP_EVENT, 1)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def __RING_SIZE(sring):
     """ring.h ``__RING_SIZE``: slots in this shared page (entries of 112 bytes, power of two)."""
     n = (sring.size - SRING_RING_OFFSET) // BLKIF_RING_ENTRY_SIZE
@@ -181,7 +181,7 @@ def __RING_SIZE(sring):
     return size if n > 0 else 0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def FRONT_RING_INIT(fr, nr_ents):
     """ring.h ``FRONT_RING_INIT``: ``req_prod_pvt = rsp_cons = 0``; changes ``fr.pvt``."""
     p = fr.pvt[0]
@@ -190,14 +190,14 @@ def FRONT_RING_INIT(fr, nr_ents):
     p.nr_ents = nr_ents
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def XEN_FRONT_RING_INIT(fr):
     """ring.h ``XEN_FRONT_RING_INIT``: ``SHARED_RING_INIT`` then ``FRONT_RING_INIT``."""
     SHARED_RING_INIT(fr.sring)
     FRONT_RING_INIT(fr, __RING_SIZE(fr.sring))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def BACK_RING_ATTACH(br, start):
     """ring.h ``BACK_RING_ATTACH``: both private indices start at ``start``; changes ``br.pvt``."""
     p = br.pvt[0]
@@ -206,26 +206,26 @@ def BACK_RING_ATTACH(br, start):
     p.nr_ents = __RING_SIZE(br.sring)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def BACK_RING_INIT(br):
     """ring.h ``BACK_RING_INIT``: ``rsp_prod_pvt = req_cons = 0``; changes ``br.pvt``."""
     BACK_RING_ATTACH(br, 0)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def RING_SIZE(r):
     """ring.h ``RING_SIZE``: ``nr_ents``."""
     return np.int64(r.pvt[0].nr_ents)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def sring_get(sring, word):
     """Acquire-load header word ``word`` (``REQ_PROD`` ... ``RSP_EVENT``) of the shared page."""
     _check(sring, 4 * word, 4)
     return np.int64(load_acquire_u32(sring, 4 * word))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def sring_set(sring, word, value):
     """Release-store ``value`` (mod 2**32) into header word ``word`` of the shared page."""
     _check(sring, 4 * word, 4)
@@ -235,26 +235,26 @@ def sring_set(sring, word, value):
 # --- capacity and pending work ------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_FREE_REQUESTS(fr):
     """ring.h ``RING_FREE_REQUESTS``: ``size - (req_prod_pvt - rsp_cons)`` (mod 2**32)."""
     p = fr.pvt[0]
     return RING_SIZE(fr) - ((np.int64(p.req_prod_pvt) - np.int64(p.rsp_cons)) & MASK32)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_FULL(fr):
     """ring.h ``RING_FULL``: no free request slot (``size`` requests outstanding)."""
     return RING_FREE_REQUESTS(fr) == 0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_HAS_UNCONSUMED_RESPONSES(fr):
     """ring.h ``RING_HAS_UNCONSUMED_RESPONSES``: ``rsp_prod - rsp_cons``, a count."""
     return (sring_get(fr.sring, RSP_PROD) - np.int64(fr.pvt[0].rsp_cons)) & MASK32
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_HAS_UNCONSUMED_REQUESTS(br):
     """ring.h ``RING_HAS_UNCONSUMED_REQUESTS``.
 
@@ -268,19 +268,19 @@ def RING_HAS_UNCONSUMED_REQUESTS(br):
     return unconsumed if unconsumed < rsp else rsp
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_REQUEST_CONS_OVERFLOW(br, cons):
     """ring.h ``RING_REQUEST_CONS_OVERFLOW``: ``(cons - rsp_prod_pvt) >= size``."""
     return ((cons - np.int64(br.pvt[0].rsp_prod_pvt)) & MASK32) >= RING_SIZE(br)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_REQUEST_PROD_OVERFLOW(br, prod):
     """ring.h ``RING_REQUEST_PROD_OVERFLOW``: ``(prod - rsp_prod_pvt) > size`` (bogus frontend)."""
     return ((prod - np.int64(br.pvt[0].rsp_prod_pvt)) & MASK32) > RING_SIZE(br)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_RESPONSE_PROD_OVERFLOW(fr, prod):
     """ring.h ``RING_RESPONSE_PROD_OVERFLOW``: ``(prod - rsp_cons) > size`` (bogus backend)."""
     return ((prod - np.int64(fr.pvt[0].rsp_cons)) & MASK32) > RING_SIZE(fr)
@@ -289,7 +289,7 @@ def RING_RESPONSE_PROD_OVERFLOW(fr, prod):
 # --- slots --------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def RING_GET_REQUEST(r, idx):
     """ring.h ``RING_GET_REQUEST``: the byte offset of slot ``idx & (size - 1)`` in ``r.sring``."""
     return SRING_RING_OFFSET + (idx & (RING_SIZE(r) - 1)) * BLKIF_RING_ENTRY_SIZE
@@ -298,7 +298,7 @@ def RING_GET_REQUEST(r, idx):
 RING_GET_RESPONSE = RING_GET_REQUEST
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_COPY_REQUEST(br, idx, dst):
     """ring.h ``RING_COPY_REQUEST`` (XSA-155): copy slot ``idx`` into the private ``dst``.
 
@@ -308,7 +308,7 @@ def RING_COPY_REQUEST(br, idx, dst):
     copy_bytes(dst, 0, br.sring, RING_GET_REQUEST(br, idx), BLKIF_RING_ENTRY_SIZE)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_COPY_RESPONSE(fr, idx, dst):
     """ring.h ``RING_COPY_RESPONSE``: copy the 16-byte response in slot ``idx`` into ``dst``."""
     copy_bytes(dst, 0, fr.sring, RING_GET_RESPONSE(fr, idx), 16)
@@ -317,19 +317,19 @@ def RING_COPY_RESPONSE(fr, idx, dst):
 # --- publishing ---------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_PUSH_REQUESTS(fr):
     """ring.h ``RING_PUSH_REQUESTS``: write barrier, then ``req_prod = req_prod_pvt``."""
     sring_set(fr.sring, REQ_PROD, np.int64(fr.pvt[0].req_prod_pvt))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_PUSH_RESPONSES(br):
     """ring.h ``RING_PUSH_RESPONSES``: write barrier, then ``rsp_prod = rsp_prod_pvt``."""
     sring_set(br.sring, RSP_PROD, np.int64(br.pvt[0].rsp_prod_pvt))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _push_and_check(sring, prod_word, event_word, new):
     old = sring_get(sring, prod_word)
     sring_set(sring, prod_word, new)  # wmb; prod = new
@@ -338,7 +338,7 @@ def _push_and_check(sring, prod_word, event_word, new):
     return ((new - event) & MASK32) < ((new - old) & MASK32)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_PUSH_REQUESTS_AND_CHECK_NOTIFY(fr):
     """ring.h ``RING_PUSH_REQUESTS_AND_CHECK_NOTIFY``: publish requests; return ``notify``.
 
@@ -348,13 +348,13 @@ def RING_PUSH_REQUESTS_AND_CHECK_NOTIFY(fr):
     return _push_and_check(fr.sring, REQ_PROD, REQ_EVENT, np.int64(fr.pvt[0].req_prod_pvt))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_PUSH_RESPONSES_AND_CHECK_NOTIFY(br):
     """ring.h ``RING_PUSH_RESPONSES_AND_CHECK_NOTIFY``: publish responses; return ``notify``."""
     return _push_and_check(br.sring, RSP_PROD, RSP_EVENT, np.int64(br.pvt[0].rsp_prod_pvt))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_FINAL_CHECK_FOR_REQUESTS(br):
     """ring.h ``RING_FINAL_CHECK_FOR_REQUESTS``: the backend's last look before it sleeps.
 
@@ -370,7 +370,7 @@ def RING_FINAL_CHECK_FOR_REQUESTS(br):
     return RING_HAS_UNCONSUMED_REQUESTS(br)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def RING_FINAL_CHECK_FOR_RESPONSES(fr):
     """ring.h ``RING_FINAL_CHECK_FOR_RESPONSES``: ``rsp_event = rsp_cons + 1``, barrier, recount."""
     more = RING_HAS_UNCONSUMED_RESPONSES(fr)

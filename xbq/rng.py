@@ -13,19 +13,21 @@ ACM TOMS 47(4), 2021 (xoshiro256**).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, uint64
+from numba import uint64
+
+from xbq._jit import kernel
 
 _ONE = uint64(1)
 _FIVE = uint64(5)
 _NINE = uint64(9)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _rotl(x, k):
     return (x << uint64(k)) | (x >> uint64(64 - k))
 
 
-@njit(cache=True)
+@kernel
 def rng_next(state):
     """Advance one stream and return its next 64-bit output.
 
@@ -52,13 +54,13 @@ def rng_next(state):
     return result
 
 
-@njit(cache=True)
+@kernel
 def rng_uniform(state):
     """Return a float64 uniformly distributed on [0, 1) (53 random bits)."""
     return np.float64(rng_next(state) >> uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True)
+@kernel
 def rng_below(state, n):
     """Return an integer uniformly distributed on ``[0, n)`` (``n >= 1``), unbiased.
 
@@ -73,7 +75,7 @@ def rng_below(state, n):
             return np.int64(m >> uint64(32))
 
 
-@njit(cache=True)
+@kernel
 def rng_exponential(state, mean):
     """Return an exponentially distributed float64 with the given mean (same unit as mean)."""
     return -mean * np.log1p(-rng_uniform(state))

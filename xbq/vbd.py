@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
 
+from xbq._jit import kernel
 from xbq.abi import SECTOR_SIZE
 from xbq.errors import XbqError
 
@@ -56,7 +56,7 @@ def new_vbd(kind: str = "null", sectors: int = 1 << 21, sector_size: int = SECTO
     return xen_vbd(params, disk)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def xen_vbd_translate(vbd, write, sector, nr_sects):
     """blkback ``xen_vbd_translate``: 0, or -EACCES for a write to a read-only device or a
     range that wraps or runs past the end (sectors are 512-byte units; ``sector`` unsigned)."""
@@ -71,7 +71,7 @@ def xen_vbd_translate(vbd, write, sector, nr_sects):
     return 0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def vbd_discard(vbd, sector, nr_sects):
     """Discard a range: the ramdisk reads back zeros afterwards; the null device does nothing."""
     if vbd.params[V_KIND] == VBD_RAMDISK:

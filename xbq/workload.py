@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
 
+from xbq._jit import kernel
 from xbq.errors import XbqError
 from xbq.rng import rng_below, rng_uniform
 
@@ -116,7 +116,7 @@ def new_workload(bssplit: str = IOMETER_BSSPLIT, rwmixread: float = IOMETER_RWMI
     return fio_workload(sectors, cdf, params)
 
 
-@njit(cache=True)
+@kernel
 def next_io(wl, state):
     """Draw a job's next I/O.
 
@@ -146,7 +146,7 @@ def next_io(wl, state):
     return is_write, sector, nr_sects
 
 
-@njit(cache=True)
+@kernel
 def split_count(nr_sects, max_sectors):
     """Number of driver requests an I/O of ``nr_sects`` becomes when split at ``max_sectors``."""
     return (nr_sects + max_sectors - 1) // max_sectors

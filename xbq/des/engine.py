@@ -49,8 +49,8 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
 
+from xbq._jit import kernel
 from xbq.abi import BLKIF_OP_READ, BLKIF_OP_WRITE
 from xbq.blkback import (
     BS_MAP_OPS,
@@ -194,19 +194,26 @@ _I = np.int64  # constants passed to kernels as int64, not literals (one compile
 _F = np.float64
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _clip(a, b, w0, w1):
     lo = a if a > w0 else w0
     hi = b if b < w1 else w1
     return float(hi - lo) if hi > lo else 0.0
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
+def _copy2d(dst, src):
+    for i in range(src.shape[0]):
+        for k in range(src.shape[1]):
+            dst[i, k] = src[i, k]
+
+
+@kernel(inline="always")
 def _ns(x):
     return np.int64(x + 0.5)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _push(s, t, kind, actor):
     if not heap_push(s.heap, t, kind, actor):
         s.acc[A_ERR] = 1.0
@@ -214,7 +221,7 @@ def _push(s, t, kind, actor):
         s.acc[A_HEAP_MAX] = s.heap.n[0]
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _q_push(q, h, n, cpu, code, front):
     cap = q.shape[1]
     if front:
@@ -225,7 +232,7 @@ def _q_push(q, h, n, cpu, code, front):
     n[cpu] += 1
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _q_pop(q, h, n, cpu):
     code = q[cpu, h[cpu]]
     h[cpu] = (h[cpu] + 1) % q.shape[1]
@@ -236,7 +243,7 @@ def _q_pop(q, h, n, cpu):
 # --- locks -------------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _lock_acquire(s, P, lk, cpu, t):
     """Ask for lock ``lk``; the CPU's next EV_PHASE is the grant (it spins until then)."""
     s.spin_since[cpu] = t
@@ -249,7 +256,7 @@ def _lock_acquire(s, P, lk, cpu, t):
         s.lk_n[lk] += 1
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _lock_granted(s, cpu, t):
     w0 = s.cfg[C_T_WARM]
     w1 = s.cfg[C_T_END]
@@ -257,7 +264,7 @@ def _lock_granted(s, cpu, t):
     s.hold_since[cpu] = t
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _lock_release(s, P, lk, cpu, t):
     """Release ``lk``: the first waiter gets it after the hand-off time."""
     s.cpu_hold[cpu] += _clip(s.hold_since[cpu], t, s.cfg[C_T_WARM], s.cfg[C_T_END])
@@ -277,7 +284,7 @@ def _lock_release(s, P, lk, cpu, t):
 # --- CPU scheduling --------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _enqueue(s, fi, be, wl, P, cpu, kind, actor, hi, front, t):
     code = (np.int64(kind) << _SHIFT) | actor
     if hi:
@@ -288,7 +295,7 @@ def _enqueue(s, fi, be, wl, P, cpu, kind, actor, hi, front, t):
         _dispatch(s, fi, be, wl, P, cpu, t)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _dispatch(s, fi, be, wl, P, cpu, t):
     """The CPU is free: start its next task, or go idle."""
     if s.hi_n[cpu] > 0:
@@ -310,7 +317,7 @@ def _dispatch(s, fi, be, wl, P, cpu, t):
     _push(s, t, _I(EV_PHASE), cpu)  # the task starts in _on_phase (one copy of each path)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _switch(s, P, cpu, tid, t):
     """Context-switch cost of starting thread ``tid`` on ``cpu`` (0 if it just ran there)."""
     cost = 0.0
@@ -323,13 +330,13 @@ def _switch(s, P, cpu, tid, t):
     return cost
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _task_end(s, fi, be, wl, P, cpu, t):
     s.cur[cpu] = -1
     _dispatch(s, fi, be, wl, P, cpu, t)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _yield_or_continue(s, fi, be, wl, P, cpu, kind, actor, t):
     """A thread with more work ends a step: keep the CPU, or requeue behind waiting work.
 
@@ -346,12 +353,12 @@ def _yield_or_continue(s, fi, be, wl, P, cpu, kind, actor, t):
 # --- jobs ------------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _job_has_work(s, j):
     return s.pend_n[j] > 0 if s.cfg[C_OPEN] else s.credits[j] > 0
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _io_alloc(s, t, j):
     n = s.io_nfree[0]
     if n == 0:
@@ -364,7 +371,7 @@ def _io_alloc(s, t, j):
     return tag
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _job_unit(s, wl, P, cpu, j, t, extra):
     """Start one submission of job ``j``: take an I/O, draw it, charge the submit cost."""
     if s.cfg[C_OPEN]:
@@ -386,7 +393,7 @@ def _job_unit(s, wl, P, cpu, j, t, extra):
     return tag
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _park(s, r, tag, sector, nsect):
     cap = s.park_tag.shape[1]
     k = (s.park_h[r] + s.park_n[r]) % cap
@@ -397,7 +404,7 @@ def _park(s, r, tag, sector, nsect):
     s.acc[A_PARKED] += 1.0
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _note_occupancy(s, fi, r):
     p = fi.front_pvt[r]
     occ = (np.int64(p.req_prod_pvt) - np.int64(p.rsp_cons)) & 0xFFFFFFFF
@@ -405,7 +412,7 @@ def _note_occupancy(s, fi, r):
         s.acc[A_MAX_OCC] = occ
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _flush(s, fi, be, P, r, t_end_cs):
     """flush_requests on ring r; schedule the backend's upcall; return the sender's cost."""
     port = be.evtchn_port[r]
@@ -418,7 +425,7 @@ def _flush(s, fi, be, P, r, t_end_cs):
     return cost
 
 
-@njit(cache=True)
+@kernel
 def _job_cs(s, fi, be, P, j, tag, t):
     """Job j holds its ring's lock: queue the I/O (split at max_sectors) and flush."""
     r = s.job_ring[j]
@@ -451,14 +458,14 @@ def _job_cs(s, fi, be, P, j, tag, t):
     return cost
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _job_wake(s, fi, be, wl, P, j, t):
     if s.job_state[j] == 0 and _job_has_work(s, j):
         s.job_state[j] = 1
         _enqueue(s, fi, be, wl, P, s.job_cpu[j], _I(T_JOB), j, _I(0), _I(0), t)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _io_done(s, fi, be, wl, P, tag, t):
     """Every part of I/O ``tag`` has completed at ``t``: account it, give the job a credit."""
     w0 = s.cfg[C_T_WARM]
@@ -493,7 +500,7 @@ def _io_done(s, fi, be, wl, P, tag, t):
 # --- the guest interrupt -------------------------------------------------------------------
 
 
-@njit(cache=True)
+@kernel
 def _irq_cs(s, fi, be, P, r, t):
     """Ring r's handler holds the lock: blkif_interrupt, then restart parked requests."""
     n = blkif_interrupt(fi, r, s.done_tag[r], s.done_status[r])
@@ -521,7 +528,7 @@ def _irq_cs(s, fi, be, P, r, t):
     return cost
 
 
-@njit(cache=True)
+@kernel
 def _irq_finish(s, fi, be, wl, P, cpu, r, t):
     """After the lock: complete the I/Os the interrupt consumed, then end the task."""
     for k in range(s.irq_ndone[r]):
@@ -541,7 +548,7 @@ def _irq_finish(s, fi, be, wl, P, cpu, r, t):
 # --- the backend ------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@kernel
 def _be_consume(s, be, P, cpu, r, t, extra):
     """blkback's thread loop, one pass: consume what the ring holds, charge the batch.
 
@@ -568,7 +575,7 @@ def _be_consume(s, be, P, cpu, r, t, extra):
     _push(s, t + _ns(cost), _I(EV_PHASE), cpu)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _dev_start(s, P, code, nsect, t):
     w0 = s.cfg[C_T_WARM]
     w1 = s.cfg[C_T_END]
@@ -591,7 +598,7 @@ def _dev_start(s, P, code, nsect, t):
         s.dq_n[0] += 1
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _be_dispatch(s, be, P, r, t):
     ents = s.cfg[C_NR_ENTS]
     while True:
@@ -601,7 +608,7 @@ def _be_dispatch(s, be, P, r, t):
         _dev_start(s, P, r * ents + pidx, be.pending[r, pidx].nr_sects, t)
 
 
-@njit(cache=True)
+@kernel
 def _be_complete(s, fi, be, P, cpu, code, t):
     """A device completion on dom0: xen_blkbk_complete_io (unmap, make_response, notify)."""
     ents = s.cfg[C_NR_ENTS]
@@ -625,7 +632,7 @@ def _be_complete(s, fi, be, P, cpu, code, t):
 # --- the event loop ----------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _on_phase(s, fi, be, wl, P, cpu, t):
     code = s.cur[cpu]
     kind = code >> _SHIFT
@@ -706,7 +713,7 @@ def _on_phase(s, fi, be, wl, P, cpu, t):
         _task_end(s, fi, be, wl, P, cpu, t)
 
 
-@njit(cache=True)
+@kernel
 def _run(s, fi, be, wl, P):
     """Run the event loop to ``cfg[C_T_END]``; all results land in ``s.acc``, ``s.hist``,
     the per-CPU accumulators and the protocol objects' counters. Returns the events handled.
@@ -771,8 +778,8 @@ def _run(s, fi, be, wl, P):
             s.credits[a] += 1
             _job_wake(s, fi, be, wl, P, a, t)
         elif kind == EV_WARM:
-            s.snap_fs[:, :] = fi.stats
-            s.snap_bs[:, :] = be.stats
+            _copy2d(s.snap_fs, fi.stats)
+            _copy2d(s.snap_bs, be.stats)
         else:
             break
     # close the open intervals at the end of the window

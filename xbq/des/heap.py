@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
+
+from xbq._jit import kernel
 
 event_heap = namedtuple("event_heap", ["time", "eid", "kind", "actor", "n"])
 event_heap.__doc__ = """time, eid, kind, actor : int64[capacity]; n : int64[2] (size, next eid)."""
@@ -26,14 +27,14 @@ def new_heap(capacity: int) -> event_heap:
     return event_heap(z, z.copy(), z.copy(), z.copy(), np.zeros(2, np.int64))
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _less(h, i, j):
     ti = h.time[i]
     tj = h.time[j]
     return ti < tj or (ti == tj and h.eid[i] < h.eid[j])
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def _swap(h, i, j):
     h.time[i], h.time[j] = h.time[j], h.time[i]
     h.eid[i], h.eid[j] = h.eid[j], h.eid[i]
@@ -41,7 +42,7 @@ def _swap(h, i, j):
     h.actor[i], h.actor[j] = h.actor[j], h.actor[i]
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def heap_push(h, time, kind, actor):
     """Schedule event ``kind`` for ``actor`` at ``time`` ns; returns False if the heap is full.
 
@@ -65,7 +66,7 @@ def heap_push(h, time, kind, actor):
     return True
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def heap_pop(h):
     """Remove the earliest event; return ``(time, eid, kind, actor)`` (the heap is not empty).
 

@@ -1,7 +1,7 @@
 """The native engine's thread loops: fio-like jobs (blkfront side) and ``xen_blkif_schedule``.
 
-Every loop here is ``@njit(nogil=True)`` and runs on its own OS thread. They share the
-blkfront state (:class:`xbq.blkfront.blkfront_info`), the blkback state
+Every loop here is a ``nogil`` kernel (:func:`xbq._jit.kernel`) and runs on its own OS thread.
+They share the blkfront state (:class:`xbq.blkfront.blkfront_info`), the blkback state
 (:class:`xbq.blkback.xen_blkif`) and a :class:`native_run` of engine arrays. Nothing takes a
 Python lock; the only synchronisation is the protocol's own (ring indices with their barriers,
 event-channel pending bits) and the frontend lock of the mode being measured.
@@ -37,10 +37,11 @@ from collections import namedtuple
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from xbq._jit import kernel
 from xbq.abi import BLKIF_OP_READ, BLKIF_OP_WRITE
 from xbq.atomic import (
     atomic_cas,
@@ -127,13 +128,13 @@ wseq : int64[sectors]          ramdisk check: job sequence at which a write to t
 """
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def pattern_word(job, sector, k):
     """Word ``k`` (0..63) of sector ``sector`` as job ``job`` writes it: never zero (int64)."""
     return (np.int64(job + 1) << 56) | (np.int64(sector) << 8) | np.int64(k)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _abort(nr, reason, who, arg, arg2):
     """Record the first reason to stop the run; every loop sees ``C_ABORT`` and returns."""
     if atomic_cas(nr.ctl, C_ABORT, 0, reason) == 0:
@@ -163,7 +164,7 @@ def usleep(typingctx, us):
     return sig, codegen
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _idle(k, spin):
     """Bounded wait step ``k``: pause ``spin`` times, yield ``IDLE_YIELDS`` times, then sleep.
 
@@ -179,7 +180,7 @@ def _idle(k, spin):
         usleep(IDLE_SLEEP_US)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _ring_has_room(fi, r):
     """A lock-free peek at ``RING_FULL``: may a stopped queue try again?"""
     p = fi.front_pvt[r]
@@ -190,7 +191,7 @@ def _ring_has_room(fi, r):
 # --- the interrupt handler ------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def handle_irq(j, q, fi, nr, phase):
     """blkfront's ``blkif_interrupt`` for ring ``q``, run by job ``j``, then the completions.
 
@@ -240,7 +241,7 @@ def handle_irq(j, q, fi, nr, phase):
 # --- the submit path -------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def submit_pieces(j, slot, p, fi, nr, r):
     """``blkif_queue_rq`` for the driver requests of one I/O, from piece ``p`` on.
 
@@ -276,7 +277,7 @@ def submit_pieces(j, slot, p, fi, nr, r):
     return p
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _start_io(j, slot, seq, fi, nr, wl, region0):
     """Draw the next I/O into ``slot``; fill a write's buffer with its pattern."""
     is_write, sector, nsect = next_io(wl, nr.streams[j])
@@ -298,7 +299,7 @@ def _start_io(j, slot, seq, fi, nr, wl, region0):
     atomic_store(nr.slot_state, slot, (nsect + maxs - 1) // maxs)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _reap(j, slot, seq, fi, nr):
     """The owner's end of an I/O: mark written sectors, check read data. False on a mismatch."""
     if nr.params[NP_DATA]:
@@ -326,7 +327,7 @@ def _reap(j, slot, seq, fi, nr):
 # --- a job --------------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def job_loop(j, fi, nr, wl):
     """One fio job on its vCPU: keep ``iodepth`` I/Os in flight, play the bound interrupts.
 
@@ -417,7 +418,7 @@ def job_loop(j, fi, nr, wl):
 # --- the backend ------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def backend_loop(r, t, be, nr):
     """blkback ``xen_blkif_schedule`` for ring ``r`` as thread ``t``.
 

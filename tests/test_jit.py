@@ -1,0 +1,83 @@
+"""The hot-path kernels run without reference counting; check the contract that makes it safe.
+
+A function under ``xbq._jit.kernel`` is compiled with numba's NRT off: it may only borrow the
+arrays it is given. Allocating one would not compile; *returning* one would hand its caller a
+reference that was never counted (the caller would later release it and free memory that is
+still in use). This test runs the protocol through every path the engines use and then
+checks every compiled kernel signature in the hot modules.
+"""
+
+import importlib
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numba import types
+from numba.core.errors import NumbaError
+from numba.core.registry import CPUDispatcher
+
+from xbq._jit import kernel
+
+HOT_MODULES = ["xbq.ring", "xbq.blkfront", "xbq.blkback", "xbq.grant", "xbq.evtchn", "xbq.vbd",
+               "xbq.locks", "xbq.hist", "xbq.workload", "xbq.rng", "xbq.native.kernels",
+               "xbq.des.engine", "xbq.des.heap"]
+
+
+def _kernels():
+    for name in HOT_MODULES:
+        mod = importlib.import_module(name)
+        for attr, obj in vars(mod).items():
+            if isinstance(obj, CPUDispatcher) and inspect.getmodule(obj.py_func) is mod:
+                yield f"{name}.{attr}", obj
+
+
+def _holds_array(ty):
+    if isinstance(ty, types.Array):
+        return True
+    if isinstance(ty, types.BaseTuple):
+        return any(_holds_array(t) for t in ty.types)
+    return False
+
+
+def test_every_hot_function_is_a_kernel():
+    plain = [name for name, d in _kernels() if d.targetoptions.get("_nrt", True)]
+    assert not plain, f"hot-path functions compiled with reference counting: {plain}"
+
+
+def test_no_kernel_returns_an_array(tmp_path):
+    # With a warm cache nothing compiles and the dispatchers list no signatures, so the
+    # protocol runs in a child with an empty cache: every kernel it reaches gets compiled.
+    code = (
+        "import tests.test_jit as t\n"
+        "from xbq.loopback import loopback\n"
+        "from xbq.xenbus import negotiate\n"
+        "conn = negotiate(vcpus=2, max_queues=2)\n"
+        "loopback(conn, nr_ios=300, batch=4, device='ramdisk')\n"
+        "bad = [f'{n} -> {s.return_type}' for n, d in t._kernels() "
+        "for s in d.nopython_signatures if t._holds_array(s.return_type)]\n"
+        "n = sum(len(d.nopython_signatures) for _, d in t._kernels())\n"
+        "print(n, bad)\n"
+        "assert n >= 20 and not bad, (n, bad)\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parent.parent, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+
+
+def test_kernel_refuses_to_allocate():
+    @kernel
+    def alloc(n):
+        return np.zeros(n).sum()
+
+    @kernel
+    def broadcast(a, b):
+        a[:, :] = b
+
+    with pytest.raises(NumbaError):
+        alloc(3)
+    with pytest.raises(NumbaError, match="NRT required"):
+        broadcast(np.zeros((2, 2)), np.ones((2, 2)))

@@ -425,7 +425,7 @@ def _flush(s, fi, be, P, r, t_end_cs):
     return cost
 
 
-@kernel
+@kernel(inline="always")
 def _job_cs(s, fi, be, P, j, tag, t):
     """Job j holds its ring's lock: queue the I/O (split at max_sectors) and flush."""
     r = s.job_ring[j]
@@ -500,7 +500,7 @@ def _io_done(s, fi, be, wl, P, tag, t):
 # --- the guest interrupt -------------------------------------------------------------------
 
 
-@kernel
+@kernel(inline="always")
 def _irq_cs(s, fi, be, P, r, t):
     """Ring r's handler holds the lock: blkif_interrupt, then restart parked requests."""
     n = blkif_interrupt(fi, r, s.done_tag[r], s.done_status[r])
@@ -528,7 +528,7 @@ def _irq_cs(s, fi, be, P, r, t):
     return cost
 
 
-@kernel
+@kernel(inline="always")
 def _irq_finish(s, fi, be, wl, P, cpu, r, t):
     """After the lock: complete the I/Os the interrupt consumed, then end the task."""
     for k in range(s.irq_ndone[r]):
@@ -548,7 +548,7 @@ def _irq_finish(s, fi, be, wl, P, cpu, r, t):
 # --- the backend ------------------------------------------------------------------------------
 
 
-@kernel
+@kernel(inline="always")
 def _be_consume(s, be, P, cpu, r, t, extra):
     """blkback's thread loop, one pass: consume what the ring holds, charge the batch.
 
@@ -608,7 +608,7 @@ def _be_dispatch(s, be, P, r, t):
         _dev_start(s, P, r * ents + pidx, be.pending[r, pidx].nr_sects, t)
 
 
-@kernel
+@kernel(inline="always")
 def _be_complete(s, fi, be, P, cpu, code, t):
     """A device completion on dom0: xen_blkbk_complete_io (unmap, make_response, notify)."""
     ents = s.cfg[C_NR_ENTS]

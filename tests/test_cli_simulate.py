@@ -43,10 +43,29 @@ def test_simulate_reads_calibrated_params(capsys):
 
 
 def test_calibrate_json_shape(capsys):
-    rc = main(["calibrate", "--json", "--quiet", "--duration", "0.002", "--max-nfev", "1",
+    rc = main(["calibrate", "--json", "--quiet", "--fit-requests", "300", "--max-nfev", "1",
                "--final-requests", "500"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"params", "points", "median_rel_error", "max_rel_error"}
     assert len(out["points"]) == 12
     assert set(out["points"][0]) == {"series", "jobs", "measured", "simulated", "rel_error"}
+
+
+def test_calibrate_tries_each_machine_and_keeps_the_best():
+    from xbq.des.calibrate import calibrate
+
+    out = calibrate(fit=("submit_ns",), machines=[{"pcpus": 0.0}, {"pcpus": 4.0}],
+                    fit_requests=300, max_nfev=2, final_requests=500)
+    assert [m["fixed"] for m in out["machines"]] == [{"pcpus": 0.0}, {"pcpus": 4.0}]
+    best = min(out["machines"], key=lambda m: m["cost"])
+    assert out["machine"] == best["fixed"]
+    assert out["params"]["pcpus"] == best["fixed"]["pcpus"]
+
+
+def test_calibrate_bad_arguments_one_line(capsys):
+    assert main(["calibrate", "--pcpus", "a,b", "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--pcpus" in err
+    assert main(["calibrate", "--fit", "nope_ns", "--quiet"]) != 0
+    assert "nope_ns" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Cost parameters: units, bounds, files, one-line errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,9 @@ def test_textbook_zeroes_every_cost():
     p = textbook(ssd_base_ns=5.0)
     assert p.submit_ns == 0.0 and p.evtchn_latency_ns == 0.0 and p.ssd_base_ns == 5.0
     assert p.quantum_ns == DesParams().quantum_ns
+
+
+def test_docs_list_every_parameter():
+    text = (Path(__file__).resolve().parent.parent / "docs" / "des.md").read_text()
+    missing = [n for n in FIELDS if f"| `{n}` |" not in text]
+    assert not missing, f"docs/des.md does not describe {missing}"

@@ -128,3 +128,51 @@ def test_mcs_does_not_collapse_where_ticket_does():
     mcs = simulate("sq", 16, duration=0.02, seed=5,
                    params=DesParams().replace(lock_mcs=1.0))["iops"].iloc[0]
     assert mcs > ticket
+
+
+# --- physical CPUs and warm-up ----------------------------------------------------------------
+
+
+def test_cpu_bound_jobs_share_the_physical_cpus():
+    # Every cost but the jobs' own CPU work is zero: J jobs on J vCPUs are CPU-bound, so
+    # P < J physical CPUs (a work-conserving scheduler) complete P / S I/Os per second and
+    # are never idle.
+    S, J = 20_000.0, 6
+    for P in (2, 4):
+        p = textbook(submit_ns=S, pcpus=float(P))
+        row = simulate("mq", J, queues=J, vcpus=J, iodepth=1, duration=0.2, params=p).iloc[0]
+        assert abs(row.iops / (P / S * 1e9) - 1) < 0.01, (P, row.iops)
+        assert row.util_pcpu == pytest.approx(1.0, abs=0.01)
+    row = simulate("mq", J, queues=J, vcpus=J, iodepth=1, duration=0.2,
+                   params=textbook(submit_ns=S)).iloc[0]
+    assert abs(row.iops / (J / S * 1e9) - 1) < 0.01
+
+
+def test_a_pool_as_large_as_the_vcpus_changes_nothing():
+    p = DesParams()
+    a = simulate("mq", 8, queues=8, vcpus=8, duration=0.01, seed=3, params=p).iloc[0]
+    b = simulate("mq", 8, queues=8, vcpus=8, duration=0.01, seed=3,
+                 params=p.replace(pcpus=8.0 + p.dom0_vcpus)).iloc[0]
+    for col in ("iops", "lat_mean_us", "completed", "batch_mean", "notify_fe_per_req"):
+        assert a[col] == b[col], col
+    assert b.util_vcpu_steal == 0.0 and b.util_dom0_steal == 0.0
+
+
+def test_too_few_physical_cpus_cost_throughput_and_show_as_steal():
+    p = DesParams()
+    free = simulate("mq", 16, duration=0.02, seed=4, params=p).iloc[0]
+    tight = simulate("mq", 16, duration=0.02, seed=4, params=p.replace(pcpus=8.0)).iloc[0]
+    assert tight.iops < free.iops
+    assert tight.util_vcpu_steal + tight.util_dom0_steal > 0.05
+    assert tight.lost == 0 and 0 < tight.max_ring_occupancy <= tight.ring_size
+    tol = 0.01 + 2.0 * (tight.jobs * tight.iodepth) / tight.completed
+    assert abs(tight.little_L / tight.little_XW - 1) <= tol
+
+
+def test_warmup_lasts_until_the_start_burst_has_drained():
+    # 64 jobs x 64 I/Os start at once on one ring: a short run must already measure the
+    # steady state that a long run measures.
+    short = simulate("sq", 64, duration=0.02, seed=2).iloc[0]
+    long = simulate("sq", 64, duration=0.3, seed=2).iloc[0]
+    assert abs(short.iops / long.iops - 1) < 0.05
+    assert short.warmup_s * short.iops >= 3 * 64 * 64 * 0.9

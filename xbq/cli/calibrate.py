@@ -7,6 +7,7 @@ import json
 import sys
 
 from xbq.cli import nonnegative_int, positive_int
+from xbq.des.calibrate import FIT_PARAMS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,10 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", default=None, help="write the result JSON here")
     p.add_argument("--json", action="store_true",
                    help="print {params, points, median_rel_error, max_rel_error} as JSON")
-    p.add_argument("--duration", type=float, default=0.03,
-                   help="virtual seconds per point during the fit (default 0.03)")
-    p.add_argument("--max-nfev", type=positive_int, default=40,
-                   help="most objective evaluations (default 40)")
+    p.add_argument("--fit", metavar="NAMES", default=",".join(FIT_PARAMS),
+                   help="comma-separated parameters to fit (default %(default)s)")
+    p.add_argument("--pcpus", metavar="LIST", default="0",
+                   help="physical CPU counts to try, e.g. 0,16,24,32 (0: a pCPU per vCPU; "
+                        "default 0); the best fit is kept, every one reported")
+    p.add_argument("--pcpu-boost", metavar="LIST", default="1",
+                   help="scheduler boost settings to try with each pCPU count (default 1)")
+    p.add_argument("--fit-requests", type=positive_int, default=20_000,
+                   help="requests per point per evaluation during the fit (default 20000)")
+    p.add_argument("--max-nfev", type=positive_int, default=120,
+                   help="most objective evaluations per machine setting (default 120)")
     p.add_argument("--final-requests", type=positive_int, default=200_000,
                    help="requests per point in the final check (default 200000)")
     p.add_argument("--seed", type=nonnegative_int, default=1, help="random seed (default 1)")
@@ -39,17 +47,28 @@ def run(args: argparse.Namespace) -> int:
     from xbq.des.calibrate import calibrate, provenance, write_result
     from xbq.errors import XbqError
 
-    if not args.duration > 0:
-        raise XbqError(f"--duration must be positive, not {args.duration}")
+    def numbers(text, flag):
+        try:
+            return [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise XbqError(f"{flag} takes comma-separated numbers, not {text!r}") from None
+
+    names = tuple(n.strip() for n in args.fit.split(",") if n.strip())
+    if not names:
+        raise XbqError("--fit needs at least one parameter name")
+    machines = [{"pcpus": pc, "pcpu_boost": b} if pc > 0 else {"pcpus": 0.0}
+                for pc in numbers(args.pcpus, "--pcpus")
+                for b in numbers(args.pcpu_boost, "--pcpu-boost")]
+    machines = [m for k, m in enumerate(machines) if m not in machines[:k]]
 
     def progress(n, params, r):
         if not args.quiet:
             print(f"eval {n}: max |rel err| {abs(r).max():.3f}, median {sorted(abs(r))[6]:.3f}",
                   file=sys.stderr, flush=True)
 
-    result = calibrate(args.file, duration=args.duration, seed=args.seed,
-                       max_nfev=args.max_nfev, final_requests=args.final_requests,
-                       progress=progress)
+    result = calibrate(args.file, fit=names, machines=machines, seed=args.seed,
+                       fit_requests=args.fit_requests, max_nfev=args.max_nfev,
+                       final_requests=args.final_requests, progress=progress)
     result["provenance"] = provenance("xbq calibrate " + " ".join(sys.argv[2:]))
     if args.out:
         write_result(result, args.out)
@@ -57,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
         keys = ("params", "points", "median_rel_error", "max_rel_error")
         print(json.dumps({k: result[k] for k in keys}))
         return 0
+    if len(result["machines"]) > 1:
+        print("machine settings tried (fit runs; the best is kept):")
+        for m in result["machines"]:
+            print(f"  {m['fixed']}: sum of squares {m['cost']:.4f}, median |rel error| "
+                  f"{m['median_rel_error']:.1%}, max {m['max_rel_error']:.1%}")
+    print(f"kept: {result['machine'] or 'the defaults'}")
     print("fitted parameters (shared by both series):")
     for f in result["fitted"]:
         flag = "  AT BOUND" if f["at_bound"] else ""

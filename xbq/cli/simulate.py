@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=0.2,
                    help="measured virtual seconds per point, after warm-up (default 0.2)")
     p.add_argument("--warmup", type=float, default=None,
-                   help="virtual seconds discarded first (default 10%% of duration, >= 2 ms)")
+                   help="least virtual seconds discarded first (default 10%% of duration, "
+                        ">= 2 ms); the warm-up also lasts until 3 x jobs x iodepth I/Os are done")
     p.add_argument("--seed", type=nonnegative_int, default=1, help="random seed (default 1)")
     p.add_argument("--params", metavar="FILE", default=None,
                    help="TOML or JSON cost overrides (e.g. data/calibrated/des-params.json)")

@@ -102,16 +102,27 @@ P_NULL = FIELDS.index("null_ns")
 P_SSD_BASE = FIELDS.index("ssd_base_ns")
 P_SSD_SECT = FIELDS.index("ssd_per_sector_ns")
 P_SSD_EXP = FIELDS.index("ssd_exp")
+P_PCPUS = FIELDS.index("pcpus")
+P_PSLICE = FIELDS.index("pcpu_slice_ns")
+P_PBOOST = FIELDS.index("pcpu_boost")
 
 # --- integer configuration (cfg vector) --------------------------------------------------
+# C_T_WARM / C_T_END: the measured window, set when the warm-up ends (NEVER until then).
+# The warm-up ends at the first EV_WARM, from C_WARM_MIN on, that finds C_WARM_IOS I/Os
+# completed, or at C_WARM_MAX whatever the count; the window then lasts C_DURATION.
 (C_SQ, C_JOBS, C_VCPUS, C_NCPU, C_RINGS, C_NR_ENTS, C_IODEPTH, C_T_WARM, C_T_END, C_MAXIO,
  C_MAX_SECTORS, C_BUF_PFN, C_OPEN, C_SSD, C_CHANNELS, C_NFLOCKS, C_BELOCK, C_PARKCAP,
- C_QCAP, C_MAX_EVENTS) = range(20)
-N_CFG = 20
+ C_QCAP, C_MAX_EVENTS, C_WARM_MIN, C_WARM_MAX, C_WARM_IOS, C_DURATION) = range(24)
+N_CFG = 24
+NEVER = np.int64(1) << 62
 
 # --- event kinds ---------------------------------------------------------------------------
-EV_PHASE, EV_BE_EVT, EV_BE_WAKE, EV_FE_EVT, EV_DEV, EV_ARRIVAL, EV_THINK, EV_WARM, EV_END = \
-    range(9)
+EV_PHASE, EV_BE_EVT, EV_BE_WAKE, EV_FE_EVT, EV_DEV, EV_ARRIVAL, EV_THINK, EV_WARM, EV_END, \
+    EV_SLICE = range(10)
+# EV_PHASE and EV_SLICE carry ``cpu | generation << _GEN_SHIFT``: an event of an older
+# generation was cancelled (its vCPU lost its pCPU) and is skipped.
+_GEN_SHIFT = 20
+_CPU_MASK = (1 << _GEN_SHIFT) - 1
 # --- task kinds (CPU queue entries are kind << 40 | actor) ---------------------------------
 T_JOB, T_IRQ, T_BE, T_DONE = range(4)
 PH_START = 100  # phase of a task just dispatched: _on_phase starts it
@@ -129,6 +140,10 @@ des_state = namedtuple("des_state", [
     "cur", "phase", "idle", "busy_since", "spin_since", "hold_since", "last_tid", "slept",
     "slice_start", "hiq", "hi_h", "hi_n", "loq", "lo_h", "lo_n", "cpu_busy", "cpu_spin",
     "cpu_hold", "task_n",
+    # vCPUs on physical CPUs: on a pCPU?, pending step (due time, or frozen time left),
+    # generations of the step and of the slice, waiting since, the pCPU run queue
+    "v_run", "v_due", "v_left", "v_gen", "v_rgen", "v_wait_since", "cpu_steal", "prq",
+    "prq_h", "prq_n", "pfree",
     # locks
     "lk_holder", "lk_q", "lk_h", "lk_n",
     # jobs
@@ -150,8 +165,11 @@ des_state.__doc__ = "All mutable state of one run (arrays; see :func:`new_state`
 
 def new_state(cfg: np.ndarray, streams: np.ndarray, fs_shape, bs_shape,
               job_cpu: np.ndarray, job_ring: np.ndarray, ring_irq_cpu: np.ndarray,
-              ring_be_cpu: np.ndarray) -> des_state:
-    """Allocate the state of one run from its configuration vector (see ``C_*``)."""
+              ring_be_cpu: np.ndarray, pcpus: int = 0) -> des_state:
+    """Allocate the state of one run from its configuration vector (see ``C_*``).
+
+    ``pcpus`` > 0 puts every vCPU on a pool of that many physical CPUs; 0 gives each its own.
+    """
     ncpu, jobs, rings, ents = (int(cfg[C_NCPU]), int(cfg[C_JOBS]), int(cfg[C_RINGS]),
                                int(cfg[C_NR_ENTS]))
     maxio, qcap, parkcap = int(cfg[C_MAXIO]), int(cfg[C_QCAP]), int(cfg[C_PARKCAP])
@@ -170,6 +188,10 @@ def new_state(cfg: np.ndarray, streams: np.ndarray, fs_shape, bs_shape,
         hiq=z(ncpu, qcap), hi_h=z(ncpu), hi_n=z(ncpu), loq=z(ncpu, qcap), lo_h=z(ncpu),
         lo_n=z(ncpu), cpu_busy=np.zeros(ncpu), cpu_spin=np.zeros(ncpu), cpu_hold=np.zeros(ncpu),
         task_n=z(ncpu),
+        v_run=np.full(ncpu, 0 if pcpus > 0 else 1, i64), v_due=np.full(ncpu, -1, i64),
+        v_left=np.full(ncpu, -1, i64), v_gen=z(ncpu), v_rgen=z(ncpu), v_wait_since=z(ncpu),
+        cpu_steal=np.zeros(ncpu), prq=z(ncpu), prq_h=z(1), prq_n=z(1),
+        pfree=np.array([pcpus], i64),
         lk_holder=np.full(nlocks, -1, i64), lk_q=z(nlocks, ncpu), lk_h=z(nlocks),
         lk_n=z(nlocks),
         job_cpu=job_cpu.astype(i64), job_ring=job_ring.astype(i64), job_state=z(jobs),
@@ -240,6 +262,97 @@ def _q_pop(q, h, n, cpu):
     return code
 
 
+# --- vCPUs on physical CPUs ---------------------------------------------------------------------
+# Every step of a CPU (guest or dom0 vCPU) ends with its next EV_PHASE, scheduled through
+# _phase. With a pCPU pool (``pcpus`` > 0) a runnable vCPU may have no pCPU: its pending step
+# is then frozen (``v_left``) and resumes when it gets one, so a preempted lock holder keeps
+# the lock and a waiter handed the lock while preempted takes it only when it runs again.
+
+
+@kernel(inline="always")
+def _phase(s, cpu, due, t):
+    """Schedule ``cpu``'s next step at ``due`` (virtual ns); frozen while it has no pCPU."""
+    if s.v_due[cpu] >= 0 or s.v_left[cpu] >= 0:
+        s.acc[A_ERR] = 5.0  # two pending steps on one CPU: an engine bug
+    if s.v_run[cpu]:
+        s.v_due[cpu] = due
+        _push(s, due, _I(EV_PHASE), cpu | (s.v_gen[cpu] << _GEN_SHIFT))
+    else:
+        s.v_left[cpu] = due - t
+
+
+@kernel
+def _pcpu_run(s, P, c, t):
+    """vCPU ``c`` gets a pCPU at ``t``: its frozen step resumes and its time slice starts."""
+    s.v_run[c] = 1
+    s.v_rgen[c] += 1
+    left = s.v_left[c]
+    if left >= 0:
+        s.v_left[c] = -1
+        _phase(s, c, t + left, t)
+    _push(s, t + _ns(P[P_PSLICE]), _I(EV_SLICE), c | (s.v_rgen[c] << _GEN_SHIFT))
+
+
+@kernel
+def _pcpu_wait(s, c, t, head):
+    """vCPU ``c`` is runnable without a pCPU: join the run queue (its head or tail)."""
+    s.v_run[c] = 0
+    s.v_wait_since[c] = t
+    cap = s.prq.shape[0]
+    if head:
+        s.prq_h[0] = (s.prq_h[0] - 1) % cap
+        s.prq[s.prq_h[0]] = c
+    else:
+        s.prq[(s.prq_h[0] + s.prq_n[0]) % cap] = c
+    s.prq_n[0] += 1
+
+
+@kernel
+def _pcpu_next(s, P, t):
+    """A pCPU is free at ``t``: run the vCPU at the head of the run queue, or keep it free."""
+    if s.prq_n[0] > 0:
+        c = s.prq[s.prq_h[0]]
+        s.prq_h[0] = (s.prq_h[0] + 1) % s.prq.shape[0]
+        s.prq_n[0] -= 1
+        s.cpu_steal[c] += _clip(s.v_wait_since[c], t, s.cfg[C_T_WARM], s.cfg[C_T_END])
+        _pcpu_run(s, P, c, t)
+    else:
+        s.pfree[0] += 1
+
+
+@kernel
+def _pcpu_wake(s, P, c, t):
+    """An idle vCPU has work: take a free pCPU or wait (BOOST: at the head of the queue)."""
+    if s.pfree[0] > 0:
+        s.pfree[0] -= 1
+        _pcpu_run(s, P, c, t)
+    else:
+        _pcpu_wait(s, c, t, P[P_PBOOST] != 0.0)
+
+
+@kernel
+def _pcpu_block(s, P, c, t):
+    """A vCPU went idle (it blocks in the hypervisor): its pCPU goes to the next in line."""
+    s.v_run[c] = 0
+    s.v_rgen[c] += 1  # cancels its slice event
+    _pcpu_next(s, P, t)
+
+
+@kernel
+def _pcpu_slice(s, P, c, t):
+    """vCPU ``c``'s slice ends: if another waits, preempt ``c`` (its step freezes)."""
+    if s.prq_n[0] == 0:
+        _push(s, t + _ns(P[P_PSLICE]), _I(EV_SLICE), c | (s.v_rgen[c] << _GEN_SHIFT))
+        return
+    if s.v_due[c] >= 0:
+        s.v_left[c] = s.v_due[c] - t
+        s.v_due[c] = -1
+        s.v_gen[c] += 1  # cancels the pending EV_PHASE
+    s.v_rgen[c] += 1
+    _pcpu_wait(s, c, t, False)
+    _pcpu_next(s, P, t)  # the pCPU c left goes to the head of the queue
+
+
 # --- locks -------------------------------------------------------------------------------------
 
 
@@ -249,7 +362,7 @@ def _lock_acquire(s, P, lk, cpu, t):
     s.spin_since[cpu] = t
     if s.lk_holder[lk] < 0 and s.lk_n[lk] == 0:
         s.lk_holder[lk] = cpu
-        _push(s, t + _ns(P[P_ACQUIRE]), _I(EV_PHASE), cpu)
+        _phase(s, cpu, t + _ns(P[P_ACQUIRE]), t)
     else:
         ncpu = s.lk_q.shape[1]
         s.lk_q[lk, (s.lk_h[lk] + s.lk_n[lk]) % ncpu] = cpu
@@ -278,7 +391,7 @@ def _lock_release(s, P, lk, cpu, t):
         ho = P[P_HO_BASE]
         if P[P_MCS] == 0.0:
             ho += P[P_HO_WAITER] * k
-        _push(s, t + _ns(ho), _I(EV_PHASE), nxt)
+        _phase(s, nxt, t + _ns(ho), t)
 
 
 # --- CPU scheduling --------------------------------------------------------------------------
@@ -307,14 +420,18 @@ def _dispatch(s, fi, be, wl, P, cpu, t):
         if s.idle[cpu] == 0:
             s.idle[cpu] = 1
             s.cpu_busy[cpu] += _clip(s.busy_since[cpu], t, s.cfg[C_T_WARM], s.cfg[C_T_END])
+            if P[P_PCPUS] > 0.0:  # (out of line: the pool is off by default)
+                _pcpu_block(s, P, cpu, t)
         return
     if s.idle[cpu]:
         s.idle[cpu] = 0
         s.busy_since[cpu] = t
+        if P[P_PCPUS] > 0.0:
+            _pcpu_wake(s, P, cpu, t)
     s.cur[cpu] = code
     s.phase[cpu] = PH_START
     s.task_n[cpu] += 1
-    _push(s, t, _I(EV_PHASE), cpu)  # the task starts in _on_phase (one copy of each path)
+    _phase(s, cpu, t, t)  # the task starts in _on_phase (one copy of each path)
 
 
 @kernel(inline="always")
@@ -389,7 +506,7 @@ def _job_unit(s, wl, P, cpu, j, t, extra):
     s.phase[cpu] = 0
     s.acc[A_SUBMITTED] += 1.0
     s.job_tag[j] = tag
-    _push(s, t + _ns(extra + P[P_SUBMIT]), _I(EV_PHASE), cpu)
+    _phase(s, cpu, t + _ns(extra + P[P_SUBMIT]), t)
     return tag
 
 
@@ -566,13 +683,13 @@ def _be_consume(s, be, P, cpu, r, t, extra):
     s.cur[cpu] = (np.int64(T_BE) << _SHIFT) | r
     if n == 0:
         s.phase[cpu] = 9
-        _push(s, t + _ns(extra), _I(EV_PHASE), cpu)
+        _phase(s, cpu, t + _ns(extra), t)
         return
     cost = extra + P[P_BE_BATCH] + n * P[P_BE_REQ] + (st[BS_MAP_OPS] - m0) * P[P_MAP] \
         + (st[BS_PERSISTENT_HITS] - h0) * P[P_HIT]
     s.phase[cpu] = 0
-    s.be_n[r] = n  # requests of this batch (for the shared backend lock)
-    _push(s, t + _ns(cost), _I(EV_PHASE), cpu)
+    s.be_n[r] = n  # requests of this batch still to take the shared backend lock
+    _phase(s, cpu, t + _ns(cost), t)
 
 
 @kernel(inline="always")
@@ -626,7 +743,7 @@ def _be_complete(s, fi, be, P, cpu, code, t):
     if fi.evtchn.upcalls[port] > up0:
         _push(s, t + _ns(cost + P[P_EV_LAT]), _I(EV_FE_EVT), r)
     s.phase[cpu] = 0
-    _push(s, t + _ns(cost), _I(EV_PHASE), cpu)
+    _phase(s, cpu, t + _ns(cost), t)
 
 
 # --- the event loop ----------------------------------------------------------------------------
@@ -645,7 +762,7 @@ def _on_phase(s, fi, be, wl, P, cpu, t):
         s.irq_state[a] = 2
         s.irq_again[a] = 0
         s.phase[cpu] = 0
-        _push(s, t + _ns(P[P_IRQ_ENTRY]), _I(EV_PHASE), cpu)
+        _phase(s, cpu, t + _ns(P[P_IRQ_ENTRY]), t)
     elif ph == PH_START and kind == T_DONE:
         _be_complete(s, fi, be, P, cpu, a, t)
     elif kind == T_JOB:
@@ -657,7 +774,7 @@ def _on_phase(s, fi, be, wl, P, cpu, t):
             _lock_granted(s, cpu, t)
             cost = _job_cs(s, fi, be, P, a, s.job_tag[a], t)
             s.phase[cpu] = 2
-            _push(s, t + _ns(cost), _I(EV_PHASE), cpu)
+            _phase(s, cpu, t + _ns(cost), t)
         else:
             _lock_release(s, P, lk, cpu, t)
             if _job_has_work(s, a):
@@ -676,11 +793,11 @@ def _on_phase(s, fi, be, wl, P, cpu, t):
             _lock_granted(s, cpu, t)
             cost = _irq_cs(s, fi, be, P, a, t)
             s.phase[cpu] = 2
-            _push(s, t + _ns(cost), _I(EV_PHASE), cpu)
+            _phase(s, cpu, t + _ns(cost), t)
         elif ph == 2:
             _lock_release(s, P, lk, cpu, t)
             s.phase[cpu] = 3
-            _push(s, t + _ns(s.irq_ndone[a] * P[P_COMPLETE]), _I(EV_PHASE), cpu)
+            _phase(s, cpu, t + _ns(s.irq_ndone[a] * P[P_COMPLETE]), t)
         else:
             _irq_finish(s, fi, be, wl, P, cpu, a, t)
     elif kind == T_BE:
@@ -701,14 +818,19 @@ def _on_phase(s, fi, be, wl, P, cpu, t):
         if ph == 1:
             _lock_granted(s, cpu, t)
             s.phase[cpu] = 2
-            _push(s, t + _ns(s.be_n[a] * P[P_BE_LOCK]), _I(EV_PHASE), cpu)
+            _phase(s, cpu, t + _ns(P[P_BE_LOCK]), t)
             return
-        if ph == 2:
+        if ph == 2:  # one request's persistent-grant lookups done: release, next request
             _lock_release(s, P, belock, cpu, t)
+            s.be_n[a] -= 1
+            if s.be_n[a] > 0:
+                s.phase[cpu] = 1
+                _lock_acquire(s, P, belock, cpu, t)
+                return
         _be_dispatch(s, be, P, a, t)
         if _yield_or_continue(s, fi, be, wl, P, cpu, _I(T_BE), a, t):
             s.phase[cpu] = 5
-            _push(s, t, _I(EV_PHASE), cpu)
+            _phase(s, cpu, t, t)
     else:
         _task_end(s, fi, be, wl, P, cpu, t)
 
@@ -720,8 +842,9 @@ def _run(s, fi, be, wl, P):
     """
     cfg = s.cfg
     jobs = cfg[C_JOBS]
-    _push(s, cfg[C_T_WARM], _I(EV_WARM), _I(0))
-    _push(s, cfg[C_T_END], _I(EV_END), _I(0))
+    cfg[C_T_WARM] = NEVER
+    cfg[C_T_END] = NEVER
+    _push(s, cfg[C_WARM_MIN], _I(EV_WARM), _I(0))
     for j in range(jobs):
         if cfg[C_OPEN]:
             _push(s, _ns(rng_exponential(s.streams[jobs + j], P[P_ARRIVAL])), _I(EV_ARRIVAL), j)
@@ -736,7 +859,15 @@ def _run(s, fi, be, wl, P):
         if events == cfg[C_MAX_EVENTS]:
             s.acc[A_ERR] = 4.0
         if kind == EV_PHASE:
-            _on_phase(s, fi, be, wl, P, a, t)
+            cpu = a & _CPU_MASK
+            if (a >> _GEN_SHIFT) != s.v_gen[cpu]:
+                continue  # cancelled: its vCPU was preempted (the step resumes later)
+            s.v_due[cpu] = -1
+            _on_phase(s, fi, be, wl, P, cpu, t)
+        elif kind == EV_SLICE:
+            cpu = a & _CPU_MASK
+            if (a >> _GEN_SHIFT) == s.v_rgen[cpu] and s.v_run[cpu]:
+                _pcpu_slice(s, P, cpu, t)
         elif kind == EV_DEV:
             if cfg[C_SSD]:
                 s.dev_busy[0] -= 1
@@ -778,6 +909,13 @@ def _run(s, fi, be, wl, P):
             s.credits[a] += 1
             _job_wake(s, fi, be, wl, P, a, t)
         elif kind == EV_WARM:
+            if s.acc[A_COMPLETED] < cfg[C_WARM_IOS] and t < cfg[C_WARM_MAX]:
+                step = cfg[C_WARM_MIN] // 4 if cfg[C_WARM_MIN] >= 400_000 else _I(100_000)
+                _push(s, t + step, _I(EV_WARM), _I(0))  # not warm yet: look again later
+                continue
+            cfg[C_T_WARM] = t
+            cfg[C_T_END] = t + cfg[C_DURATION]
+            _push(s, cfg[C_T_END], _I(EV_END), _I(0))
             _copy2d(s.snap_fs, fi.stats)
             _copy2d(s.snap_bs, be.stats)
         else:
@@ -788,6 +926,8 @@ def _run(s, fi, be, wl, P):
     for c in range(s.cur.size):
         if s.idle[c] == 0:
             s.cpu_busy[c] += _clip(s.busy_since[c], w1, w0, w1)
+            if s.v_run[c] == 0:
+                s.cpu_steal[c] += _clip(s.v_wait_since[c], w1, w0, w1)
     for tag in range(s.io_inuse.size):
         if s.io_inuse[tag]:
             s.acc[A_AREA] += _clip(s.io_start[tag], w1, w0, w1)

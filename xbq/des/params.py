@@ -23,6 +23,9 @@ import numpy as np
 
 from xbq.errors import XbqError
 
+#: Time parameters that cannot be switched off with 0 (time slices).
+NOT_SWITCHABLE = frozenset({"quantum_ns", "pcpu_slice_ns"})
+
 
 def _p(default, unit, lo, hi, doc):
     return field(default=default, metadata={"unit": unit, "bounds": (lo, hi), "doc": doc})
@@ -66,6 +69,17 @@ class DesParams:
     arrival_ns: float = _p(0.0, "ns", 0.0, 1.0e9,
                            "mean Poisson inter-arrival time per job (0: closed loop with "
                            "iodepth; >0: open arrivals, test hook for M/M/1, M/M/c, M/D/1)")
+    # --- physical CPUs (Xen's scheduler) ----------------------------------------------------
+    pcpus: float = _p(0.0, "", 0.0, 256.0,
+                      "physical CPUs shared by the guest's and dom0's vCPUs (0: every vCPU "
+                      "has one of its own); a runnable vCPU without one waits, its work "
+                      "and any lock it holds or is handed frozen")
+    pcpu_slice_ns: float = _p(1.0e6, "ns", 1.0e5, 3.0e7,
+                              "Xen time slice of a vCPU on a pCPU while others wait "
+                              "(credit1: 30 ms slice, 1 ms rate limit)")
+    pcpu_boost: float = _p(1.0, "", 0.0, 1.0,
+                           "1: a vCPU waking from idle joins the head of the pCPU run queue "
+                           "(credit1's BOOST), 0: the tail")
     # --- locks ---------------------------------------------------------------------------
     lock_mcs: float = _p(0.0, "", 0.0, 1.0, "0: ticket spinlock, 1: MCS queue lock")
     lock_acquire_ns: float = _p(50.0, "ns", 0.0, 2000.0,
@@ -95,9 +109,10 @@ class DesParams:
     be_done_ns: float = _p(1000.0, "ns", 100.0, 20000.0,
                            "per completion: end_block_io_op, make_response")
     be_shared_lock_ns: float = _p(0.0, "ns", 0.0, 20000.0,
-                                  "per request, under one device-wide backend lock shared "
-                                  "by every ring's thread (the RFC's shared persistent-grant "
-                                  "tree); 0 turns the lock off")
+                                  "per request, held under one device-wide backend lock that "
+                                  "every ring's thread takes once per request it consumes "
+                                  "(the RFC's pers_gnts_lock around the shared persistent-"
+                                  "grant tree); 0 turns the lock off")
     # --- device --------------------------------------------------------------------------
     device_ssd: float = _p(0.0, "", 0.0, 1.0, "0: null device, 1: SSD-like device")
     null_ns: float = _p(2000.0, "ns", 0.0, 1.0e6, "null device: fixed latency")
@@ -119,7 +134,7 @@ class DesParams:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             lo, hi = f.metadata["bounds"]
-            if f.metadata["unit"] == "ns" and f.name != "quantum_ns":
+            if f.metadata["unit"] == "ns" and f.name not in NOT_SWITCHABLE:
                 lo = 0.0  # 0 switches a cost off (the textbook hooks); physical range above
             if not isinstance(v, int | float) or not np.isfinite(v) or not lo <= v <= hi:
                 raise XbqError(f"parameter {f.name}={v!r} outside its bounds [{lo:g}, {hi:g}] "
@@ -190,5 +205,5 @@ def textbook(**changes) -> DesParams:
     """Parameters with every CPU, lock and event cost zero: only the device (and think or
     arrival times) take time, so the twin becomes a textbook queue (test hook)."""
     zero = {f.name: 0.0 for f in dataclasses.fields(DesParams)
-            if f.metadata["unit"] == "ns" and f.name != "quantum_ns"}
+            if f.metadata["unit"] == "ns" and f.name not in NOT_SWITCHABLE}
     return dataclasses.replace(DesParams(), **zero).replace(**changes)

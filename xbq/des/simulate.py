@@ -7,13 +7,17 @@ time went, all measured over the window after the warm-up:
   running anything / spinning on a driver lock / holding one;
 * ``util_dom0_busy`` / ``util_dom0_spin`` / ``util_dom0_hold``: the same for dom0's vCPUs
   (backend threads and completions; spin/hold concern the shared backend lock);
+* ``util_vcpu_steal`` / ``util_dom0_steal``: with a pCPU pool (``pcpus`` > 0), the fraction
+  of vCPU time runnable but waiting for a physical CPU (Xen's "steal" time; included in
+  busy and spin); ``util_pcpu``: the pool's utilisation (NaN without a pool);
 * ``util_device``: SSD channels busy (fraction), or for the null device the mean number of
   requests inside it;
 * ``batch_mean``: requests per ``__do_block_io_op`` pass that found work; ``irq_per_req``,
   ``ctx_per_req``, ``parked_per_req`` (requests that found their ring full or stopped);
 * ``little_L`` (time-average I/Os in the system) and ``little_XW`` (throughput x mean
   latency), which Little's law says must agree; ``max_ring_occupancy`` (most requests ever
-  outstanding on one ring) next to ``ring_size``; ``events``, ``wall_s``.
+  outstanding on one ring) next to ``ring_size``; ``warmup_s`` (when the window began),
+  ``events``, ``wall_s``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ from xbq.workload import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, new_workload
 MODES = ("sq", "mq1", "mq")
 #: Device size seen by the workload (512-byte sectors): 4 GiB, fio's ``size=4g``.
 DEV_SECTORS = 8 << 20
+#: Closed loop: the warm-up lasts until every job's I/Os have cycled this many times
+#: (``WARMUP_CYCLES * jobs * iodepth`` completions), so the start-up burst has drained.
+WARMUP_CYCLES = 3
+#: ... but never more than this many virtual seconds past the minimum warm-up.
+WARMUP_MAX_S = 5.0
 _FS = {n: i for i, n in enumerate(BLKFRONT_STATS)}
 _BS = {n: i for i, n in enumerate(BLKBACK_STATS)}
 
@@ -48,8 +57,8 @@ def queue_map(vcpus: int, queues: int) -> np.ndarray:
     return (np.arange(vcpus) * queues) // vcpus
 
 
-def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, seed, params, bssplit,
-           rwmixread, rep, max_events=0):
+def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, params,
+           bssplit, rwmixread, rep, max_events=0):
     p = params
     rings = queues if mode == "mq" else 1
     dom0 = int(p.dom0_vcpus)
@@ -64,12 +73,12 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, seed, params, b
     maxio = 65536 if open_loop else jobs * iodepth
     max_split = int(-(-wl.sectors.max() // max_sectors(fi)))
     cfg = np.zeros(E.N_CFG, np.int64)
-    t_end = int(round((warmup + duration) * 1e9))
     cfg[[E.C_SQ, E.C_JOBS, E.C_VCPUS, E.C_NCPU, E.C_RINGS, E.C_NR_ENTS, E.C_IODEPTH,
-         E.C_T_WARM, E.C_T_END, E.C_MAXIO, E.C_MAX_SECTORS, E.C_BUF_PFN, E.C_OPEN, E.C_SSD,
+         E.C_WARM_MIN, E.C_DURATION, E.C_MAXIO, E.C_MAX_SECTORS, E.C_BUF_PFN, E.C_OPEN, E.C_SSD,
          E.C_CHANNELS, E.C_NFLOCKS, E.C_BELOCK, E.C_PARKCAP, E.C_QCAP]] = [
         int(mode == "sq"), jobs, vcpus, vcpus + dom0, rings, ents, iodepth,
-        int(round(warmup * 1e9)), t_end, maxio, max_sectors(fi), buf_pfn, int(open_loop),
+        int(round(warmup * 1e9)), int(round(duration * 1e9)), maxio, max_sectors(fi), buf_pfn,
+        int(open_loop),
         int(p.device_ssd), int(p.ssd_channels), rings, rings, maxio * max_split + 1,
         jobs + rings * ents + rings + 8]
     job_vcpu = np.arange(jobs) % vcpus
@@ -80,13 +89,19 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, seed, params, b
     ring_be = vcpus + np.arange(rings) % dom0
     streams = new_streams(seed, 2 * jobs + 1)
     cfg[E.C_MAX_EVENTS] = max_events
+    if warmup_ios is None:
+        warmup_ios = 0 if open_loop else WARMUP_CYCLES * jobs * iodepth
+    cfg[E.C_WARM_IOS] = warmup_ios
+    cfg[E.C_WARM_MAX] = cfg[E.C_WARM_MIN] + int(WARMUP_MAX_S * 1e9)
     s = E.new_state(cfg, streams, fi.stats.shape, be.stats.shape, job_vcpu, job_ring, ring_irq,
-                    ring_be)
+                    ring_be, pcpus=int(p.pcpus))
     P = p.to_array()
     t0 = time.perf_counter()
     E._run(s, fi, be, wl, P)
     wall = time.perf_counter() - t0
     acc = s.acc
+    if cfg[E.C_T_WARM] >= E.NEVER and not acc[E.A_ERR]:
+        raise XbqError("simulation ended before its warm-up did (no events left)")
     if acc[E.A_ERR]:
         raise XbqError(f"simulation failed (code {int(acc[E.A_ERR])}: "
                        "1 event heap full, 2 queue error, 3 protocol error, "
@@ -124,6 +139,10 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, seed, params, b
         "util_dom0_busy": s.cpu_busy[d].sum() / (dom0 * dur * 1e9),
         "util_dom0_spin": s.cpu_spin[d].sum() / (dom0 * dur * 1e9),
         "util_dom0_hold": s.cpu_hold[d].sum() / (dom0 * dur * 1e9),
+        "util_vcpu_steal": s.cpu_steal[g].sum() / (vcpus * dur * 1e9),
+        "util_dom0_steal": s.cpu_steal[d].sum() / (dom0 * dur * 1e9),
+        "util_pcpu": ((s.cpu_busy.sum() - s.cpu_steal.sum()) / (p.pcpus * dur * 1e9)
+                      if p.pcpus > 0 else float("nan")),
         "util_device": dev_util,
         "batch_mean": bs[_BS["requests"]] / max(bs[_BS["batches"]], 1),
         "irq_per_req": fs[_FS["interrupts"]] / reqs,
@@ -133,6 +152,7 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, seed, params, b
         "little_XW": (done / dur) * (lat_mean / 1e9) if done else float("nan"),
         "max_ring_occupancy": int(acc[E.A_MAX_OCC]), "ring_size": ents,
         "in_flight_end": in_flight, "dropped": int(acc[E.A_DROPPED]),
+        "warmup_s": float(cfg[E.C_T_WARM]) / 1e9,
         "events": int(acc[E.A_EVENTS]), "wall_s": wall,
     }
     return row
@@ -141,8 +161,9 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, seed, params, b
 def simulate(mode: str, jobs: int | Sequence[int], queues: int = 16, vcpus: int = 16,
              iodepth: int = 64, duration: float = 0.2, seed: int = 1,
              params: DesParams | None = None, *, warmup: float | None = None,
-             bssplit: str = IOMETER_BSSPLIT, rwmixread: float = IOMETER_RWMIXREAD,
-             rep: int = 0, max_events: int = 0) -> pd.DataFrame:
+             warmup_ios: int | None = None, bssplit: str = IOMETER_BSSPLIT,
+             rwmixread: float = IOMETER_RWMIXREAD, rep: int = 0,
+             max_events: int = 0) -> pd.DataFrame:
     """Simulate fio's IOmeter job against blkfront/blkback in virtual time.
 
     Parameters
@@ -165,7 +186,12 @@ def simulate(mode: str, jobs: int | Sequence[int], queues: int = 16, vcpus: int 
     params : DesParams, optional
         Costs (default :class:`DesParams()`).
     warmup : float, optional
-        Virtual seconds discarded first (default ``max(0.1 * duration, 2 ms)``).
+        Least virtual seconds discarded first (default ``max(0.1 * duration, 2 ms)``).
+    warmup_ios : int, optional
+        The warm-up also lasts until this many I/Os have completed (default: closed loop
+        ``WARMUP_CYCLES * jobs * iodepth``, so the burst of the first ``jobs * iodepth``
+        submissions has drained; open loop 0), at most ``WARMUP_MAX_S`` past ``warmup``.
+        The row's ``warmup_s`` says when the measured window began.
 
     Returns
     -------
@@ -187,6 +213,9 @@ def simulate(mode: str, jobs: int | Sequence[int], queues: int = 16, vcpus: int 
         raise XbqError("seed must be >= 0")
     p = params if params is not None else DesParams()
     wu = max(0.1 * duration, 0.002) if warmup is None else float(warmup)
-    rows = [_point(mode, int(j), int(queues), int(vcpus), int(iodepth), float(duration), wu,
+    if warmup_ios is not None and int(warmup_ios) < 0:
+        raise XbqError("warmup_ios must be >= 0")
+    wi = None if warmup_ios is None else int(warmup_ios)
+    rows = [_point(mode, int(j), int(queues), int(vcpus), int(iodepth), float(duration), wu, wi,
                    int(seed), p, bssplit, rwmixread, rep, int(max_events)) for j in job_list]
     return to_frame(rows)

@@ -77,7 +77,7 @@ plt.show()
 # Where the twin says the time goes (per-resource utilisation at each point):
 
 # %%
-cols = [c for c in twin.columns if c.endswith("_util") or c.startswith("notify")]
+cols = [c for c in twin.columns if c.startswith(("util_", "notify_", "batch_"))]
 twin[["series", "jobs", "iops"] + cols].round(3)
 
 # %% [markdown]

@@ -176,3 +176,13 @@ def test_warmup_lasts_until_the_start_burst_has_drained():
     long = simulate("sq", 64, duration=0.3, seed=2).iloc[0]
     assert abs(short.iops / long.iops - 1) < 0.05
     assert short.warmup_s * short.iops >= 3 * 64 * 64 * 0.9
+
+
+def test_random_job_placement_is_seeded_and_uneven():
+    from xbq.des.simulate import job_placement
+
+    rr = job_placement(32, 16, 1, False)
+    assert (np.bincount(rr, minlength=16) == 2).all()
+    a, b = job_placement(32, 16, 1, True), job_placement(32, 16, 1, True)
+    assert (a == b).all() and not (a == job_placement(32, 16, 2, True)).all()
+    assert a.min() >= 0 and a.max() < 16 and len(set(a)) < 16  # some vCPUs get no job

@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "default 0); the best fit is kept, every one reported")
     p.add_argument("--pcpu-boost", metavar="LIST", default="1",
                    help="scheduler boost settings to try with each pCPU count (default 1)")
+    p.add_argument("--job-placement", metavar="LIST", default="0",
+                   help="job placements to try: 0 round-robin, 1 random (default 0)")
     p.add_argument("--fit-requests", type=positive_int, default=20_000,
                    help="requests per point per evaluation during the fit (default 20000)")
     p.add_argument("--max-nfev", type=positive_int, default=120,
@@ -56,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
     names = tuple(n.strip() for n in args.fit.split(",") if n.strip())
     if not names:
         raise XbqError("--fit needs at least one parameter name")
-    machines = [{"pcpus": pc, "pcpu_boost": b} if pc > 0 else {"pcpus": 0.0}
+    machines = [dict({"pcpus": pc, "pcpu_boost": b} if pc > 0 else {"pcpus": 0.0},
+                     job_placement=jp)
                 for pc in numbers(args.pcpus, "--pcpus")
-                for b in numbers(args.pcpu_boost, "--pcpu-boost")]
+                for b in numbers(args.pcpu_boost, "--pcpu-boost")
+                for jp in numbers(args.job_placement, "--job-placement")]
     machines = [m for k, m in enumerate(machines) if m not in machines[:k]]
 
     def progress(n, params, r):

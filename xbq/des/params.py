@@ -69,6 +69,10 @@ class DesParams:
     arrival_ns: float = _p(0.0, "ns", 0.0, 1.0e9,
                            "mean Poisson inter-arrival time per job (0: closed loop with "
                            "iodepth; >0: open arrivals, test hook for M/M/1, M/M/c, M/D/1)")
+    job_placement: float = _p(0.0, "", 0.0, 1.0,
+                              "0: job j on vCPU j % vcpus (fio pinned, cpus_allowed); 1: each "
+                              "job on a uniformly random vCPU, seeded (unpinned jobs that the "
+                              "guest scheduler does not spread evenly)")
     # --- physical CPUs (Xen's scheduler) ----------------------------------------------------
     pcpus: float = _p(0.0, "", 0.0, 256.0,
                       "physical CPUs shared by the guest's and dom0's vCPUs (0: every vCPU "

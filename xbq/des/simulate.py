@@ -57,6 +57,20 @@ def queue_map(vcpus: int, queues: int) -> np.ndarray:
     return (np.arange(vcpus) * queues) // vcpus
 
 
+def job_placement(jobs: int, vcpus: int, seed: int, random: bool) -> np.ndarray:
+    """The vCPU each fio job runs on: round-robin, or uniformly at random (seeded).
+
+    fio's IOmeter job does not pin its jobs; the guest scheduler then need not spread them
+    evenly (wake-affine placement piles I/O threads onto the CPUs that take the interrupts),
+    so with ``random`` some vCPUs, and through blk-mq's map their rings, carry several jobs
+    and others none. The draw depends only on ``seed`` and the sizes.
+    """
+    if not random:
+        return np.arange(jobs) % vcpus
+    rng = np.random.default_rng(np.random.SeedSequence([seed, jobs, vcpus, 0x706C6163]))
+    return rng.integers(0, vcpus, jobs)
+
+
 def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, params,
            bssplit, rwmixread, rep, max_events=0):
     p = params
@@ -81,7 +95,7 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
         int(open_loop),
         int(p.device_ssd), int(p.ssd_channels), rings, rings, maxio * max_split + 1,
         jobs + rings * ents + rings + 8]
-    job_vcpu = np.arange(jobs) % vcpus
+    job_vcpu = job_placement(jobs, vcpus, seed, bool(p.job_placement))
     qmap = queue_map(vcpus, rings)
     job_ring = qmap[job_vcpu]
     ring_irq = (np.arange(rings) % vcpus) if (mode == "mq" and p.irq_spread) \
@@ -105,7 +119,7 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
     if acc[E.A_ERR]:
         raise XbqError(f"simulation failed (code {int(acc[E.A_ERR])}: "
                        "1 event heap full, 2 queue error, 3 protocol error, "
-                       "4 event limit reached)")
+                       "4 event limit reached, 5 two pending steps on one CPU)")
     dur = duration
     done = acc[E.A_DONE]
     fs = fi.stats.sum(axis=0) - s.snap_fs.sum(axis=0)
@@ -176,7 +190,7 @@ def simulate(mode: str, jobs: int | Sequence[int], queues: int = 16, vcpus: int 
     queues : int
         Rings in ``mq`` mode (``sq``/``mq1`` use one).
     vcpus : int
-        Guest vCPUs; job j runs on vCPU ``j % vcpus``.
+        Guest vCPUs; job j runs on vCPU ``j % vcpus`` (see :func:`job_placement`).
     iodepth : int
         I/Os each job keeps in flight (closed loop; ignored with ``params.arrival_ns > 0``).
     duration : float

@@ -21,7 +21,7 @@
 #
 # * the 2015 cover letter (`data/seed/`, 16-vCPU guest, null_blk);
 # * xbq's native engine, real threads and spinlocks on the machine where
-#   `data/measured/` was recorded (see its README: 2 shared cores, not 16);
+#   `data/measured/` was recorded (see its README: 2 cores, not 16);
 # * the discrete-event twin of the 16-vCPU guest with the committed calibration
 #   (`data/calibrated/`).
 #
@@ -69,7 +69,7 @@ cmp.round(3)
 
 # %%
 fig = plot_iops({"published (2015, 16 vCPUs)": seed,
-                 "native threads (2 shared cores)": measured,
+                 "native threads (2 cores)": measured,
                  "discrete-event twin (16 vCPUs)": twin})
 plt.show()
 

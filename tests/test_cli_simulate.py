@@ -63,9 +63,28 @@ def test_calibrate_tries_each_machine_and_keeps_the_best():
     assert out["params"]["pcpus"] == best["fixed"]["pcpus"]
 
 
+def test_calibrate_cli_tries_every_combination_of_settings(tmp_path):
+    out = tmp_path / "cal.json"
+    rc = main(["calibrate", "--quiet", "--fit", "submit_ns", "--pcpus", "0,24",
+               "--pcpu-boost", "0,1", "--dom0-vcpus", "8,16", "--fit-requests", "200",
+               "--max-nfev", "1", "--final-requests", "300", "--out", str(out)])
+    assert rc == 0
+    fixed = [m["fixed"] for m in json.loads(out.read_text())["machines"]]
+    # pcpus 0 has no boost to vary: 2 settings; pcpus 24: 2 boosts x 2 dom0 sizes
+    assert len(fixed) == 6 and {m["dom0_vcpus"] for m in fixed} == {8.0, 16.0}
+    assert sum(m["pcpus"] == 0.0 for m in fixed) == 2
+    assert all("pcpu_boost" not in m for m in fixed if m["pcpus"] == 0.0)
+
+
 def test_calibrate_bad_arguments_one_line(capsys):
     assert main(["calibrate", "--pcpus", "a,b", "--quiet"]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--pcpus" in err
+    assert main(["calibrate", "--dom0-vcpus", "8;16", "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--dom0-vcpus" in err
+    assert main(["calibrate", "--dom0-vcpus", "0", "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "dom0_vcpus" in err
     assert main(["calibrate", "--fit", "nope_ns", "--quiet"]) != 0
     assert "nope_ns" in capsys.readouterr().err

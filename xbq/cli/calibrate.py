@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="scheduler boost settings to try with each pCPU count (default 1)")
     p.add_argument("--job-placement", metavar="LIST", default="0",
                    help="job placements to try: 0 round-robin, 1 random (default 0)")
+    p.add_argument("--dom0-vcpus", metavar="LIST", default="16",
+                   help="dom0 vCPU counts (the backend threads' CPUs) to try (default 16)")
     p.add_argument("--fit-requests", type=positive_int, default=20_000,
                    help="requests per point per evaluation during the fit (default 20000)")
     p.add_argument("--max-nfev", type=positive_int, default=120,
@@ -59,10 +61,11 @@ def run(args: argparse.Namespace) -> int:
     if not names:
         raise XbqError("--fit needs at least one parameter name")
     machines = [dict({"pcpus": pc, "pcpu_boost": b} if pc > 0 else {"pcpus": 0.0},
-                     job_placement=jp)
+                     job_placement=jp, dom0_vcpus=d0)
                 for pc in numbers(args.pcpus, "--pcpus")
                 for b in numbers(args.pcpu_boost, "--pcpu-boost")
-                for jp in numbers(args.job_placement, "--job-placement")]
+                for jp in numbers(args.job_placement, "--job-placement")
+                for d0 in numbers(args.dom0_vcpus, "--dom0-vcpus")]
     machines = [m for k, m in enumerate(machines) if m not in machines[:k]]
 
     def progress(n, params, r):

@@ -141,8 +141,7 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
         "lat_mean_us": lat_mean / 1e3, "lat_p50_us": q50, "lat_p99_us": q99,
         "lat_p999_us": q999, "submitted": int(acc[E.A_SUBMITTED]),
         "completed": int(acc[E.A_COMPLETED]),
-        "lost": int(acc[E.A_SUBMITTED] - acc[E.A_COMPLETED] - in_flight
-                    + (in_flight - int(s.io_inuse.sum()))),
+        "lost": int(acc[E.A_SUBMITTED] - acc[E.A_COMPLETED]) - in_flight,
         "duplicated": 0,
         "notify_fe_per_req": fs[_FS["notify"]] / reqs,
         "notify_be_per_req": bs[_BS["notify"]] / max(bs[_BS["responses"]], 1),

@@ -4,6 +4,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -72,3 +74,20 @@ def test_lower_layers_never_import_upper_ones():
             theirs = level.get(m.group(1))
             assert theirs is None or theirs <= mine, \
                 f"{path.relative_to(ROOT)} (layer {mine}) imports xbq.{m.group(1)} ({theirs})"
+
+
+def test_results_name_the_commit_and_whether_it_was_dirty():
+    import subprocess
+
+    from xbq.paths import git_commit
+    from xbq.results import machine_info
+
+    head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], capture_output=True,
+                          text=True, cwd=ROOT)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, cwd=ROOT).stdout.strip() != ""
+    expect = head.stdout.strip() + ("-dirty" if dirty else "")
+    assert git_commit() == expect
+    assert machine_info()["git_commit"] == expect

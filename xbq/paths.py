@@ -17,3 +17,19 @@ def data_dir() -> Path:
 def seed_csv() -> Path:
     """Return the path of the published 2015 seed table."""
     return data_dir() / "seed" / "xen-blkmq-rfc-2015.csv"
+
+
+def git_commit() -> str | None:
+    """The checkout's short commit, with ``-dirty`` if it has uncommitted changes (or None).
+
+    Recorded with every measurement and calibration, so that a result names the code that
+    produced it, and says when that code was not a commit.
+    """
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"],
+                             capture_output=True, text=True, cwd=PACKAGE_DIR, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from xbq.errors import XbqError
+from xbq.paths import git_commit
 
 #: name -> (unit, meaning). Every engine's frame starts with these columns.
 COLUMNS = {
@@ -94,11 +94,6 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
     from xbq import __version__
 
     return {
@@ -111,7 +106,7 @@ def machine_info() -> dict:
         "numba": numba.__version__,
         "pandas": pd.__version__,
         "xbq": __version__,
-        "git_commit": commit or None,
+        "git_commit": git_commit(),
     }
 
 

@@ -73,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"eval {n}: max |rel err| {abs(r).max():.3f}, median {sorted(abs(r))[6]:.3f}",
                   file=sys.stderr, flush=True)
 
+    started = provenance("xbq calibrate " + " ".join(sys.argv[2:]))  # the code that runs
     result = calibrate(args.file, fit=names, machines=machines, seed=args.seed,
                        fit_requests=args.fit_requests, max_nfev=args.max_nfev,
                        final_requests=args.final_requests, progress=progress)
-    result["provenance"] = provenance("xbq calibrate " + " ".join(sys.argv[2:]))
+    result["provenance"] = started
     if args.out:
         write_result(result, args.out)
     if args.json:

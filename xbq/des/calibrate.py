@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from xbq.des.params import DesParams
 from xbq.errors import XbqError
+from xbq.paths import git_commit
 
 #: Parameters fitted by default: the costs neither the literature nor the seed pins down.
 FIT_PARAMS = ("submit_ns", "sq_locked_ns", "fe_cs_ns", "handoff_per_waiter_ns", "be_req_ns",
@@ -192,13 +192,8 @@ def calibrate(table=None, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
 
 def provenance(command: str) -> dict:
     """Date, commit and command of a calibration (for the JSON and its README)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
     return {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "commit": commit or None}
+            "commit": git_commit()}
 
 
 def write_result(result: dict, path) -> None:

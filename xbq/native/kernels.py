@@ -94,7 +94,9 @@ AB_NAMES = {AB_WATCHDOG: "watchdog", AB_LOCK: "lock timeout", AB_PROTOCOL: "prot
 N_NP = 12
 
 # --- per-thread counters (int64[nr_threads, CNT_WORDS]; a cache line per thread) ------------
-CNT_IOS, CNT_READS, CNT_WRITES, CNT_BYTES, CNT_IRQS, CNT_PROGRESS = range(6)
+# (no separate I/O count: I/Os = reads + writes, so the window's two snapshots, each copied
+# while the threads run, can never disagree on iops vs read_iops + write_iops)
+CNT_READS, CNT_WRITES, CNT_BYTES, CNT_IRQS, CNT_PROGRESS = range(5)
 CNT_WORDS = 8
 
 SLOT_FREE = -1  # slot_state: -1 free, 0 completed (to reap), n > 0: pieces outstanding
@@ -224,7 +226,6 @@ def handle_irq(j, q, fi, nr, phase):
         write = nr.slot_write[slot]
         nbytes = nr.slot_nsect[slot] * 512
         if atomic_fetch_add(nr.slot_state, slot, -1) == 1:
-            c[CNT_IOS] += 1
             if write:
                 c[CNT_WRITES] += 1
             else:

@@ -487,7 +487,7 @@ def _row(pt: _Point, s0: dict, s1: dict, elapsed: float, acct) -> dict:
     bs = (s1["bs"] - s0["bs"]).sum(axis=0)
     lk = (s1["locks"] - s0["locks"]).reshape(pt.R, LOCK_WORDS)
     lk_max = s1["locks"].reshape(pt.R, LOCK_WORDS)[:, LK_MAX_WAITERS].max()
-    ios = int(cnt[K.CNT_IOS])
+    ios = int(cnt[K.CNT_READS] + cnt[K.CNT_WRITES])
     cpu = s1["cpu"] - s0["cpu"]
     q50, q99, q999 = hist_quantiles(pt.nr.hist, [0.5, 0.99, 0.999]) / 1e3
     acquired = int(lk[:, LK_ACQUIRED].sum())

@@ -20,6 +20,7 @@ from xbq.paths import data_dir
 def _calibrated():
     return load_params(data_dir() / "calibrated" / "des-params.json")
 
+
 pytestmark = pytest.mark.benchmark
 
 

@@ -88,3 +88,15 @@ def test_calibrate_bad_arguments_one_line(capsys):
     assert len(err.splitlines()) == 1 and "dom0_vcpus" in err
     assert main(["calibrate", "--fit", "nope_ns", "--quiet"]) != 0
     assert "nope_ns" in capsys.readouterr().err
+
+
+def test_calibrate_progress_on_a_table_of_fewer_than_seven_points(tmp_path, capsys):
+    from xbq.paths import seed_csv
+
+    small = tmp_path / "small.csv"
+    small.write_text("".join(seed_csv().read_text().splitlines(keepends=True)[:5]))
+    rc = main(["calibrate", str(small), "--fit", "submit_ns", "--fit-requests", "200",
+               "--max-nfev", "1", "--final-requests", "300"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "eval 1:" in err and "median" in err

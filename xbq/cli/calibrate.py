@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 
 from xbq.cli import nonnegative_int, positive_int
@@ -70,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(n, params, r):
         if not args.quiet:
-            print(f"eval {n}: max |rel err| {abs(r).max():.3f}, median {sorted(abs(r))[6]:.3f}",
-                  file=sys.stderr, flush=True)
+            print(f"eval {n}: max |rel err| {abs(r).max():.3f}, "
+                  f"median {statistics.median(abs(r)):.3f}", file=sys.stderr, flush=True)
 
     started = provenance("xbq calibrate " + " ".join(sys.argv[2:]))  # the code that runs
     result = calibrate(args.file, fit=names, machines=machines, seed=args.seed,

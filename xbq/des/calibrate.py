@@ -10,8 +10,8 @@ changes smoothly enough for finite differences with a coarse step. The fit runs 
 simulations (``fit_requests`` per point, after a warm-up that lets the start-up burst drain);
 the reported errors come from one final run of every point with ``final_requests``
 completed requests. Settings the table does not state and that are not continuous (the
-physical CPU count, the scheduler's boost) are tried one by one (``machines``): the fit runs
-for each and the best is kept, and all are reported.
+physical CPU count, the scheduler's boost, the jobs' placement, dom0's vCPU count) are tried
+one by one (``machines``): the fit runs for each, the best is kept, and all are reported.
 
 The table itself is only read, never written into code: change the CSV and the fit follows.
 """

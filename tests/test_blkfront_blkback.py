@@ -223,7 +223,7 @@ class Evil:
         put_u8(self.sring, off + REQ_OFF_OPERATION, BLKIF_OP_DISCARD)
         put_u64(self.sring, off + REQ_OFF_ID, id)
         self.sring[off + REQ_OFF_SECTOR_NUMBER:][:8].view(np.uint64)[0] = np.uint64(sector)
-        put_u64(self.sring, off + DISC_OFF_NR_SECTORS, nr_sects)
+        self.sring[off + DISC_OFF_NR_SECTORS:][:8].view(np.uint64)[0] = np.uint64(nr_sects)
         return self.push()
 
     def push(self):
@@ -375,3 +375,87 @@ def test_blkfront_refuses_an_unconnected_device():
         new_blkfront(conn)
     with pytest.raises(XbqError, match="not connected"):
         new_blkback(conn, new_vbd("null", DISK_SECTORS))
+
+
+# --- grants naming pages the guest does not own (issue: grant frame unchecked) ----------------
+
+
+def _bad_frame_grant(evil, frame, readonly=False):
+    from xbq.grant import GTF_permit_access, GTF_readonly
+
+    ref = evil.conn.front.grant(DOMID_BACKEND, evil.page)
+    e = evil.conn.front.gnttab.shared[ref]
+    e["frame"] = frame
+    e["flags"] = GTF_permit_access | (GTF_readonly if readonly else 0)
+    return ref
+
+
+@pytest.mark.parametrize("op", [BLKIF_OP_READ, BLKIF_OP_WRITE])
+@pytest.mark.parametrize("persistent", [True, False])
+def test_grant_of_a_page_beyond_guest_memory_is_an_error_response(op, persistent):
+    """The frame comes from the frontend: blkback must answer ERROR, not read or write past
+    guest memory (under NUMBA_BOUNDSCHECK an out-of-range index would raise here)."""
+    evil = Evil(persistent=persistent)
+    pages_before = evil.conn.front.pages.copy()
+    disk_before = evil.be.vbd.disk.copy()
+    for frame in (evil.conn.front.nr_pages, evil.conn.front.nr_pages + 100, (1 << 31) + 1,
+                  (1 << 32) - 1):
+        bad = _bad_frame_grant(evil, frame)
+        rc, rsps = evil.request(op=op, segs=[(bad, 0, 7)])
+        assert rc == 0 and rsps == [(42, op, BLKIF_RSP_ERROR)]
+    np.testing.assert_array_equal(evil.be.vbd.disk, disk_before)
+    changed = np.flatnonzero((evil.conn.front.pages != pages_before).any(axis=1))
+    assert set(changed) <= {evil.conn.rings[0].first_frame}  # only the ring page (responses)
+    rc, rsps = evil.request(op=op, id=5)  # the ring keeps working
+    assert rsps == [(5, op, BLKIF_RSP_OKAY)]
+
+
+def test_indirect_descriptor_page_beyond_guest_memory_is_an_error_response():
+    evil = Evil()
+    bad = _bad_frame_grant(evil, evil.conn.front.nr_pages + 1)
+    _, rsps = evil.indirect(ind_gref=bad)
+    assert rsps == [(43, BLKIF_OP_READ, BLKIF_RSP_ERROR)]
+    _, rsps = evil.indirect(id=44)
+    assert rsps == [(44, BLKIF_OP_READ, BLKIF_RSP_OKAY)]
+
+
+def test_indirect_table_naming_a_page_beyond_guest_memory_is_an_error_response():
+    """The descriptor page is fine, a segment inside it grants a page past the guest."""
+    evil = Evil()
+    bad = _bad_frame_grant(evil, evil.conn.front.nr_pages + 9)
+    table = evil.conn.front.pages[evil.page + 1]
+    _, rsps = evil.indirect(nseg=12)  # builds the table with good grants
+    assert rsps == [(43, BLKIF_OP_READ, BLKIF_RSP_OKAY)]
+    put_u32(table, 5 * SEG_SIZE, bad)  # then point segment 5 at the bad grant
+    off = evil.slot()
+    put_u8(evil.sring, off + REQ_OFF_OPERATION, BLKIF_OP_INDIRECT)
+    put_u8(evil.sring, off + IND_OFF_INDIRECT_OP, BLKIF_OP_READ)
+    put_u16(evil.sring, off + IND_OFF_NR_SEGMENTS, 12)
+    put_u64(evil.sring, off + REQ_OFF_ID, 77)
+    put_u32(evil.sring, off + IND_OFF_INDIRECT_GREFS,
+            evil.conn.front.grant(DOMID_BACKEND, evil.page + 1))
+    _, rsps = evil.push()
+    assert rsps == [(77, BLKIF_OP_READ, BLKIF_RSP_ERROR)]
+
+
+# --- discard lengths are unsigned (issue: discard length sign) --------------------------------
+
+
+@pytest.mark.parametrize("sector, nr_sects", [
+    (0, 1 << 63), (0, (1 << 64) - 1), (DISK_SECTORS - 8, (1 << 64) - DISK_SECTORS + 16),
+    (8, (1 << 64) - 8), ((1 << 64) - 8, 16), (DISK_SECTORS, 1)])
+def test_discard_beyond_the_device_or_wrapping_is_an_error(sector, nr_sects):
+    evil = Evil()
+    evil.be.vbd.disk[:] = 0x5A
+    _, rsps = evil.discard(sector, nr_sects)
+    assert rsps == [(44, BLKIF_OP_DISCARD, BLKIF_RSP_ERROR)]
+    assert (evil.be.vbd.disk == 0x5A).all()  # nothing was zeroed, least of all the end
+
+
+def test_discard_of_the_last_sectors_and_of_nothing():
+    evil = Evil()
+    evil.be.vbd.disk[:] = 0x5A
+    assert evil.discard(DISK_SECTORS - 8, 8)[1] == [(44, BLKIF_OP_DISCARD, BLKIF_RSP_OKAY)]
+    assert (evil.be.vbd.disk[-8 * 512:] == 0).all() and (evil.be.vbd.disk[:-8 * 512] == 0x5A).all()
+    assert evil.discard((1 << 64) - 1, 0)[1] == [(44, BLKIF_OP_DISCARD, BLKIF_RSP_OKAY)]
+    assert (evil.be.vbd.disk[:-8 * 512] == 0x5A).all()

@@ -21,7 +21,11 @@ FAST = ["--duration", "0.2", "--warmup", "0.05", "--vcpus", "2", "--queues", "2"
     (["--device", "nvme"], "--device"),
     (["--queues", "32", "--vcpus", "32"], "32 queues exceed the backend's maximum of 16"),
     (["--queues", "4", "--vcpus", "2"], "4 queues exceed the 2 vCPUs"),
-    (["--ring-page-order", "5"], "ring page order must be 0..4"),
+    (["--ring-page-order", "5"], "ring page order must be between 0 and 4, not 5"),
+    (["--duration", "inf"], "--duration"),
+    (["--warmup", "nan"], "--warmup"),
+    (["--seed", "-3"], "--seed"),
+    (["--queues", "2048", "--vcpus", "4096"], "queues must be between 1 and 1024"),
     (["--bssplit", "4k/50"], "sum to 50"),
     (["--out", "/nonexistent/dir/x.csv", "--jobs", "1"], "does not exist"),
 ])
@@ -63,9 +67,25 @@ def test_out_file_gets_every_point_and_a_sidecar(tmp_path, capsys):
     rc = main(["measure", "--mode", "mq", "--jobs", "1,2", "--device", "ramdisk",
                "--out", str(out), *FAST])
     text = capsys.readouterr().out
-    assert rc == 0 and "2 point(s) appended" in text and "jobs=2" in text
+    assert rc == 0 and "2 point(s) in" in text and "jobs=2" in text
     df = pd.read_csv(out)
     assert df["jobs"].tolist() == [1, 2] and (df["data_verified"]).all()
     meta = json.loads((tmp_path / "iops.csv.meta.json").read_text())
     assert meta["command"] == "xbq measure" and meta["arguments"]["jobs"] == [1, 2]
     assert meta["parameters"]["device"] == "ramdisk"
+
+
+def test_rerun_with_the_same_out_resumes(tmp_path, capsys):
+    """A second run keeps every stored point, measures only the new ones, deletes nothing."""
+    out = tmp_path / "iops.csv"
+    argv = ["measure", "--mode", "mq", "--out", str(out), *FAST]
+    assert main([*argv, "--jobs", "1,2"]) == 0
+    first = out.read_bytes()
+    assert main([*argv, "--jobs", "1,2,3"]) == 0
+    assert out.read_bytes().startswith(first)
+    df = pd.read_csv(out)
+    assert df["jobs"].tolist() == [1, 2, 3] and df["point_key"].is_unique
+    assert _exit_code([*argv, "--jobs", "1", "--no-resume"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--jobs", "2", "--overwrite"]) == 0
+    assert pd.read_csv(out)["jobs"].tolist() == [2]

@@ -100,3 +100,22 @@ def test_calibrate_progress_on_a_table_of_fewer_than_seven_points(tmp_path, caps
     assert rc == 0
     err = capsys.readouterr().err
     assert "eval 1:" in err and "median" in err
+
+
+def test_calibrate_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """A killed calibration keeps every machine setting already fitted: the rerun takes them
+    from ``OUT.partial.jsonl`` and gives the same result."""
+    import xbq.des.calibrate as C
+    from xbq.des.calibrate import calibrate
+
+    ck = tmp_path / "c.partial.jsonl"
+    kw = dict(fit=("submit_ns",), machines=[{"pcpus": 0.0}, {"pcpus": 0.0, "dom0_vcpus": 8.0}],
+              fit_requests=300, max_nfev=2, final_requests=400, checkpoint=ck)
+    first = calibrate(**kw)
+    assert len(ck.read_text().splitlines()) == 2
+    with ck.open("a") as fh:
+        fh.write('{"key": "torn')  # a killed run's last line
+    monkeypatch.setattr(C, "_fit_one", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    again = calibrate(**kw)
+    assert all(m["resumed"] for m in again["machines"])
+    assert again["params"] == first["params"] and again["points"] == first["points"]

@@ -96,11 +96,47 @@ def test_store_appends_and_resumes(tmp_path, suffix):
     store.append([_row(jobs=4, iops=40.0, extra=1.5)])
     meta = json.loads((tmp_path / f"r{suffix}.meta.json").read_text())
     assert meta["command"] == "test" and meta["machine"]["logical_cpus"] >= 1
-    again = ResultsStore(path, resume=True)
+    again = ResultsStore(path)  # resume is the default: nothing is deleted
     assert again.done(["jobs"]) == {(1,), (4,)}
     assert again.frame["iops"].tolist() == [10.0, 40.0]
-    fresh = ResultsStore(path)
+    assert len(json.loads(again.sidecar.read_text())["runs"]) == 2
+    with pytest.raises(XbqError, match="--overwrite"):
+        ResultsStore(path, existing="refuse")
+    assert path.exists()
+    fresh = ResultsStore(path, existing="overwrite")
     assert fresh.done(["jobs"]) == set() and not path.exists()
+
+
+def test_store_skips_stored_point_keys_and_widens_the_header(tmp_path):
+    path = tmp_path / "r.csv"
+    store = ResultsStore(path)
+    store.append([_row(jobs=1, point_key="a")])
+    store.append([_row(jobs=2, point_key="b", new_col=3.5)])  # a column the file lacks
+    again = ResultsStore(path)
+    assert again.done() == {"a", "b"}
+    assert again.frame["new_col"].tolist()[1] == 3.5  # rewritten with the wider header
+    assert [r["jobs"] for r in again.rows({"b"})] == [2]
+
+
+def test_store_drops_a_torn_last_line(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    store = ResultsStore(path)
+    store.append([_row(jobs=1, point_key="a"), _row(jobs=2, point_key="b")])
+    data = path.read_bytes()
+    path.write_bytes(data[:-7])  # kill -9 in the middle of the second line
+    again = ResultsStore(path)
+    assert again.done() == {"a"} and "torn last line" in capsys.readouterr().err
+    again.append([_row(jobs=2, point_key="b")])
+    assert ResultsStore(path).done() == {"a", "b"}
+
+
+def test_point_key_is_stable_and_sensitive():
+    from xbq.results import point_key
+
+    a = point_key({"jobs": 1, "mode": "sq", "params": {"x": 1.0}})
+    assert a == point_key({"params": {"x": 1.0}, "mode": "sq", "jobs": 1})
+    assert a != point_key({"jobs": 1, "mode": "sq", "params": {"x": 1.5}})
+    assert len(a) == 16
 
 
 def test_store_errors(tmp_path):
@@ -110,7 +146,8 @@ def test_store_errors(tmp_path):
         ResultsStore(tmp_path / "missing" / "r.csv")
     (tmp_path / "bad.parquet").write_text("not parquet")
     with pytest.raises(XbqError, match="cannot resume"):
-        ResultsStore(tmp_path / "bad.parquet", resume=True)
+        ResultsStore(tmp_path / "bad.parquet")
+    assert (tmp_path / "bad.parquet").read_text() == "not parquet"  # left as it was
     with pytest.raises(XbqError, match="lacks column"):
         to_frame([{"engine": "native"}])
 

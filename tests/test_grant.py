@@ -115,3 +115,43 @@ def test_alloc_pages_contiguous_and_bounded():
     assert (a, b) == (0, 3)
     with pytest.raises(XbqError):
         dom.alloc_pages(1)
+
+
+def test_map_refuses_a_frame_the_granter_does_not_own(guest):
+    """A grant entry naming a page beyond the guest's memory: GNTST_bad_page, nothing mapped."""
+    from xbq.grant import GNTST_bad_page
+
+    dom, frame = guest
+    mt = new_maptrack(4)
+    for bad in (dom.nr_pages, dom.nr_pages + 7, (1 << 31) + 3, (1 << 32) - 1):
+        ref = dom.grant(BACK, frame)
+        dom.gnttab.shared[ref]["frame"] = bad
+        assert gnttab_map_grant_ref(dom.gnttab, ref, BACK, False, mt) == GNTST_bad_page
+        assert dom.gnttab.shared[ref]["flags"] & (GTF_reading | GTF_writing) == 0
+        assert dom.gnttab.pin[ref] == 0 and int(mt.nfree[0]) == 4
+        assert gnttab_end_foreign_access_ref(dom.gnttab, ref)  # nothing holds it
+
+
+def test_copies_through_a_handle_check_the_frame_and_range(guest):
+    """grant_page_read/write refuse a frame outside the page array and a range past the page."""
+    from xbq.grant import GNTST_bad_handle, GNTST_bad_page
+
+    dom, frame = guest
+    mt = new_maptrack(2)
+    h = gnttab_map_grant_ref(dom.gnttab, dom.grant(BACK, frame), BACK, False, mt)
+    buf = np.zeros(16, np.uint8)
+    assert grant_page_read(dom.pages, mt, h, 4090, buf, 0, 16) == GNTST_general_error
+    assert grant_page_write(dom.pages, mt, h, -1, buf, 0, 4) == GNTST_general_error
+    assert grant_page_read(dom.pages, mt, 1, 0, buf, 0, 4) == GNTST_bad_handle  # free handle
+    mt.frame[h] = dom.nr_pages + 3  # a corrupt maptrack entry still cannot reach past memory
+    assert grant_page_read(dom.pages, mt, h, 0, buf, 0, 4) == GNTST_bad_page
+    assert grant_page_write(dom.pages, mt, h, 0, buf, 0, 4) == GNTST_bad_page
+
+
+def test_end_foreign_access_leaves_other_flag_bits_to_the_exchange(guest):
+    """End access swaps the flags with cmpxchg: it clears exactly what it read, once."""
+    dom, frame = guest
+    ref = dom.grant(BACK, frame, readonly=True)
+    assert gnttab_end_foreign_access_ref(dom.gnttab, ref)
+    assert dom.gnttab.shared[ref]["flags"] == 0
+    assert dom.stats()["ends"] == 1

@@ -104,9 +104,15 @@ def test_disk_check_catches_a_corrupted_sector():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"jobs": 0}, "jobs must be an integer >= 1"),
-    ({"jobs": [1, 0]}, "jobs must be an integer >= 1"),
-    ({"iodepth": 0}, "iodepth must be an integer >= 1"),
+    ({"jobs": 0}, "jobs must be between 1 and 1024, not 0"),
+    ({"jobs": [1, 0]}, "jobs must be between 1 and 1024, not 0"),
+    ({"jobs": 5000}, "jobs must be between 1 and 1024, not 5000"),
+    ({"iodepth": 0}, "iodepth must be between 1 and 65536"),
+    ({"duration": float("inf")}, "duration must be finite"),
+    ({"warmup": float("nan")}, "warmup must be finite"),
+    ({"duration": 1e9}, "duration must be > 0 and at most 86400 s"),
+    ({"seed": -1}, "seed must be between 0"),
+    ({"queues": 2000, "vcpus": 4000}, "queues must be between 1 and 1024"),
     ({"queues": 32, "vcpus": 32}, "32 queues exceed the backend's maximum of 16"),
     ({"queues": 8, "vcpus": 4}, "8 queues exceed the 4 vCPUs"),
     ({"lock": "spin"}, "unknown lock 'spin'"),

@@ -465,3 +465,56 @@ def test_data_through_negotiated_rings_reads_back_bit_identical(kw):
     io(BLKIF_OP_READ, dst, 1000, npages * 8, 8)
     assert np.array_equal(conn.front.pages[src:src + npages], conn.front.pages[dst:dst + npages])
     assert not np.array_equal(conn.front.pages[dst], np.zeros(4096, np.uint8))
+
+
+# --- garbage in the frontend's keys (issue: XenStore garbage) ---------------------------------
+
+GARBAGE = ["abc", "", "12abc", "-1", "+7", "0x10", "1e3", "4294967296", "18446744073709551616",
+           "99999999999999999999999999", "\u0661\u0662"]
+
+
+@pytest.mark.parametrize("value", GARBAGE)
+@pytest.mark.parametrize("key", ["ring-ref", "event-channel"])
+def test_garbage_ring_ref_or_event_channel_is_refused(key, value):
+    """A non-numeric, signed, oversized (>= 2**32, >= 2**64) or non-ASCII number: the backend
+    refuses as blkback does (error node, Closing), never an exception, nothing left mapped."""
+    conn = negotiate(max_queues=1)
+    _close_and_reconnect(conn, {key: value})
+    assert conn.store.read(f"{conn.backend_path}/state") == str(int(S.Closing))
+    assert error_node(conn) is not None
+    assert_nothing_mapped(conn)
+
+
+@pytest.mark.parametrize("value", GARBAGE)
+def test_garbage_in_a_second_queue_is_refused(value):
+    conn = negotiate(max_queues=2)
+    _close_and_reconnect(conn, {"queue-1/ring-ref": value})
+    assert conn.store.read(f"{conn.backend_path}/state") == str(int(S.Closing))
+    assert_nothing_mapped(conn)
+
+
+@pytest.mark.parametrize("value", ["-1", "-100", "abc", "5", "99", "18446744073709551617"])
+def test_bad_ring_page_order_is_refused(value):
+    conn = negotiate(max_queues=1, max_ring_page_order=2)
+    _close_and_reconnect(conn, {"ring-page-order": value})
+    assert conn.store.read(f"{conn.backend_path}/state") == str(int(S.Closing))
+    assert "ring-page-order" in error_node(conn) or "ring page order" in error_node(conn)
+    assert_nothing_mapped(conn)
+
+
+@pytest.mark.parametrize("value", ["bogus", "", "x86_64-abi ", "X86_64-ABI", "x86_32-abi",
+                                   "arm-abi\x00"])
+def test_bogus_protocol_is_refused(value):
+    conn = negotiate(max_queues=1)
+    _close_and_reconnect(conn, {"protocol": value})
+    assert conn.store.read(f"{conn.backend_path}/state") == str(int(S.Closing))
+    assert "protocol" in error_node(conn)
+    assert_nothing_mapped(conn)
+
+
+@pytest.mark.parametrize("value", ["0", "17", "-3", "18446744073709551616"])
+def test_bad_queue_count_is_refused(value):
+    conn = negotiate(max_queues=2)
+    _close_and_reconnect(conn, {"multi-queue-num-queues": value})
+    assert conn.store.read(f"{conn.backend_path}/state") == str(int(S.Closing))
+    assert_nothing_mapped(conn)

@@ -114,6 +114,66 @@ def atomic_cas(typingctx, arr, idx, expected, new):
     return sig, codegen
 
 
+def _field_pointer(context, builder, aty, ary_val, idx_val, idx_ty, off_val, off_ty, nbits):
+    """Pointer to the ``nbits`` integer at byte ``off`` of element ``idx`` (any dtype)."""
+    base = _item_pointer(context, builder, aty, ary_val, idx_val, idx_ty)
+    i8 = builder.bitcast(base, ir.IntType(8).as_pointer())
+    off = context.cast(builder, off_val, off_ty, types.intp)
+    return builder.bitcast(builder.gep(i8, [off]), ir.IntType(nbits).as_pointer())
+
+
+def _cas_at(nbits):
+    rty = types.uint16 if nbits == 16 else types.uint32
+
+    def impl(typingctx, arr, idx, off, expected, new):
+        if not isinstance(arr, types.Array):
+            raise TypeError(f"cmpxchg_u{nbits}_at needs an array, got {arr}")
+        sig = rty(arr, idx, off, expected, new)
+
+        def codegen(context, builder, signature, args):
+            a, i, o, e, n = signature.args
+            ptr = _field_pointer(context, builder, a, args[0], args[1], i, args[2], o, nbits)
+            exp = context.cast(builder, args[3], e, rty)
+            new_v = context.cast(builder, args[4], n, rty)
+            pair = builder.cmpxchg(ptr, exp, new_v, "seq_cst", "seq_cst")
+            return builder.extract_value(pair, 0)
+
+        return sig, codegen
+
+    return impl
+
+
+def _rmw_at(op, nbits):
+    rty = types.uint16 if nbits == 16 else types.uint32
+
+    def impl(typingctx, arr, idx, off, val):
+        if not isinstance(arr, types.Array):
+            raise TypeError(f"atomic_{op}_u{nbits}_at needs an array, got {arr}")
+        sig = rty(arr, idx, off, val)
+
+        def codegen(context, builder, signature, args):
+            a, i, o, v = signature.args
+            ptr = _field_pointer(context, builder, a, args[0], args[1], i, args[2], o, nbits)
+            return builder.atomic_rmw(op, ptr, context.cast(builder, args[3], v, rty),
+                                      "seq_cst")
+
+        return sig, codegen
+
+    return impl
+
+
+#: ``cmpxchg`` of the unsigned 16/32-bit word at byte ``off`` of ``arr[idx]``, an element of
+#: any dtype (a field of a record: ``GRANT_ENTRY_V1_DTYPE``'s ``flags``, or ``flags`` and
+#: ``domid`` as one 32-bit word, as Xen's ``_set_status_v1`` swaps them). Returns the value
+#: found: the exchange happened iff it equals ``expected``.
+cmpxchg_u16_at = intrinsic(_cas_at(16))
+cmpxchg_u32_at = intrinsic(_cas_at(32))
+#: Atomic ``and`` / ``or`` of the unsigned 16-bit word at byte ``off`` of ``arr[idx]``
+#: (Xen's ``gnttab_clear_flag``, a locked ``and``); returns the old value.
+atomic_and_u16_at = intrinsic(_rmw_at("and", 16))
+atomic_or_u16_at = intrinsic(_rmw_at("or", 16))
+
+
 def _fence(ordering):
     def impl(typingctx):
         sig = types.void()

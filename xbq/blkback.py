@@ -343,8 +343,11 @@ def _parse_segments(be, r, pidx, req, indirect, nseg):
                 _unmap_segs(be, r, ind, k)
                 return -1
         for i in range(nseg):
-            grant_page_read(be.front_pages, mt, ind[i // SEGS_PER_INDIRECT_FRAME].handle,
-                            (i % SEGS_PER_INDIRECT_FRAME) * SEG_SIZE, scratch, 0, SEG_SIZE)
+            if grant_page_read(be.front_pages, mt, ind[i // SEGS_PER_INDIRECT_FRAME].handle,
+                               (i % SEGS_PER_INDIRECT_FRAME) * SEG_SIZE, scratch, 0,
+                               SEG_SIZE) != 0:
+                _unmap_segs(be, r, ind, n_pages)
+                return -1
             segs[i].gref = get_u32(scratch, 0)
             segs[i].first_sect = get_u8(scratch, SEG_OFF_FIRST_SECT)
             segs[i].last_sect = get_u8(scratch, SEG_OFF_LAST_SECT)
@@ -428,12 +431,12 @@ def dispatch_discard_io(be, r):
     """blkback ``dispatch_discard_io``: check the range as a write and answer at once."""
     req = be.req_copy[r]
     id = get_u64(req, REQ_OFF_ID)
-    sector = np.int64(get_u64(req, REQ_OFF_SECTOR_NUMBER))
-    nr_sects = np.int64(get_u64(req, DISC_OFF_NR_SECTORS))
+    sector = get_u64(req, REQ_OFF_SECTOR_NUMBER)  # both unsigned 64-bit, as on the ring
+    nr_sects = get_u64(req, DISC_OFF_NR_SECTORS)
     be.stats[r, ST_DS_REQ] += 1
     err = xen_vbd_translate(be.vbd, True, sector, nr_sects)
-    if err == 0:
-        vbd_discard(be.vbd, sector, nr_sects)
+    if err == 0:  # the range lies inside the device, so both fit an int64
+        vbd_discard(be.vbd, np.int64(sector), np.int64(nr_sects))
     make_response(be, r, id, BLKIF_OP_DISCARD, BLKIF_RSP_OKAY if err == 0 else BLKIF_RSP_ERROR)
     return err
 
@@ -475,9 +478,9 @@ def xen_blkbk_complete_io(be, r, pidx):
                 if grant_page_write(be.front_pages, mt, segs[i].handle, first * SECTOR_SIZE,
                                     disk, off, nbytes) != 0:
                     status = BLKIF_RSP_ERROR
-            else:
-                grant_page_read(be.front_pages, mt, segs[i].handle, first * SECTOR_SIZE,
-                                disk, off, nbytes)
+            elif grant_page_read(be.front_pages, mt, segs[i].handle, first * SECTOR_SIZE,
+                                 disk, off, nbytes) != 0:
+                status = BLKIF_RSP_ERROR
             off += nbytes
     if pr.real_op == BLKIF_OP_READ:
         be.stats[r, ST_RD_SECT] += pr.nr_sects

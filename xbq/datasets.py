@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from xbq.errors import XbqError
 from xbq.paths import seed_csv
 
 SEED_COLUMNS = ("series", "jobs", "queues", "vcpus", "iops")
+#: Largest concurrency and throughput accepted: beyond them the models' sums overflow (and an
+#: exact MVA over 10**6 customers is already minutes of work).
+MAX_X = 1e6
+MAX_IOPS = 1e15
+#: Columns that carry constants of the machine, checked like the data when present.
+CONSTANT_COLUMNS = ("queues", "vcpus")
 
 
 def load_seed() -> pd.DataFrame:
@@ -86,12 +93,19 @@ def load_iops_table(
                        f"has {', '.join(df.columns)}")
     if df.empty:
         raise XbqError(f"{path}: the table has no rows")
-    for col in (x, "iops"):
+    limits = {x: MAX_X, "iops": MAX_IOPS}
+    for col in (x, "iops", *(c for c in CONSTANT_COLUMNS if c in df.columns and c != x)):
         values = pd.to_numeric(df[col], errors="coerce")
         if values.isna().any():
             raise XbqError(f"{path}: column {col!r} has non-numeric or empty values")
+        if not np.isfinite(values).all():
+            raise XbqError(f"{path}: column {col!r} has a non-finite value (inf)")
         if (values <= 0).any():
             raise XbqError(f"{path}: column {col!r} must be positive (found {values.min():g})")
+        top = limits.get(col, MAX_X)
+        if (values > top).any():
+            raise XbqError(f"{path}: column {col!r} has {values.max():g}, beyond the "
+                           f"{top:g} the models can evaluate")
         df[col] = values
     if series is None or series not in df.columns:
         df["series"] = "all"

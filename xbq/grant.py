@@ -20,8 +20,18 @@ unmap the same domain's grants at once.
 Errors are Xen's: ``GNTST_bad_gntref`` for a reference beyond the table,
 ``GNTST_general_error`` for an entry that is not a live grant to the mapping domain or for a
 writable map of a read-only grant, ``GNTST_bad_handle`` for unmapping a handle not in use,
-``GNTST_no_device_space`` when the maptrack is full, and ``GNTST_permission_denied`` for a
-write through a read-only mapping.
+``GNTST_no_device_space`` when the maptrack is full, ``GNTST_bad_page`` for an entry whose
+frame is not a page of the granting domain, and ``GNTST_permission_denied`` for a write
+through a read-only mapping.
+
+The frame is checked once, when Xen maps the grant (``get_paged_frame`` fails for a frame the
+granter does not own), and again by every copy through a handle, so a frontend that writes a
+grant entry naming a page beyond its memory gets an error status, never a read or write
+outside guest memory. Flag updates are Xen's and Linux's atomic ones: the map path swaps
+``flags``/``domid`` as one 32-bit word with ``cmpxchg`` (``_set_status_v1``, giving up after
+four retries on an entry the guest keeps changing), unmap clears ``GTF_reading`` /
+``GTF_writing`` with a locked ``and`` (``gnttab_clear_flag``), and the guest ends access with
+a check-then-``cmpxchg`` loop (``gnttab_end_foreign_access_ref_v1``).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import numpy as np
 
 from xbq._jit import kernel
 from xbq.abi import GRANT_ENTRY_V1_DTYPE, XEN_PAGE_SIZE
-from xbq.atomic import atomic_fetch_add
+from xbq.atomic import atomic_and_u16_at, atomic_fetch_add, cmpxchg_u16_at, cmpxchg_u32_at, smp_wmb
 from xbq.errors import XbqError
 from xbq.ring import copy_bytes
 
@@ -52,13 +62,21 @@ GNTST_bad_gntref = -3
 GNTST_bad_handle = -4
 GNTST_no_device_space = -7
 GNTST_permission_denied = -8
+GNTST_bad_page = -9
 
 GNTST_NAMES = {
     GNTST_okay: "GNTST_okay", GNTST_general_error: "GNTST_general_error",
     GNTST_bad_domain: "GNTST_bad_domain", GNTST_bad_gntref: "GNTST_bad_gntref",
     GNTST_bad_handle: "GNTST_bad_handle", GNTST_no_device_space: "GNTST_no_device_space",
-    GNTST_permission_denied: "GNTST_permission_denied",
+    GNTST_permission_denied: "GNTST_permission_denied", GNTST_bad_page: "GNTST_bad_page",
 }
+
+#: Byte offsets in a grant entry: ``flags`` and ``domid`` form the 32-bit word Xen swaps.
+GNT_OFF_FLAGS = GRANT_ENTRY_V1_DTYPE.fields["flags"][1]
+GNT_OFF_DOMID = GRANT_ENTRY_V1_DTYPE.fields["domid"][1]
+assert (GNT_OFF_FLAGS, GNT_OFF_DOMID) == (0, 2)  # little-endian: flags | domid << 16
+#: ``_set_status_v1`` retries: after this many lost races the entry is "unstable".
+GNT_SET_STATUS_RETRIES = 4
 
 #: Xen reserves the first entries of every table for the toolstack (console, xenstore).
 GNTTAB_NR_RESERVED_ENTRIES = 8
@@ -75,13 +93,14 @@ GNT_UNMAP_OPS = 4  # successful unmap operations
 GNT_MAP_ERRORS = 5  # map operations that failed
 GNTTAB_STATS = ("free_count", "grants", "ends", "map_ops", "unmap_ops", "map_errors")
 
-gnttab = namedtuple("gnttab", ["shared", "pin", "pin_wr", "free", "stats"])
+gnttab = namedtuple("gnttab", ["shared", "pin", "pin_wr", "free", "stats", "nr_frames"])
 gnttab.__doc__ = """A domain's v1 grant table.
 
 shared : GRANT_ENTRY_V1_DTYPE[nr_grefs]  entries the guest writes and Xen checks
 pin, pin_wr : int32[nr_grefs]            live mappings of each entry (all / writable)
 free : int32[nr_grefs]                    free references, a stack of ``stats[GNT_FREE_COUNT]``
 stats : int64[len(GNTTAB_STATS)]          counters, see ``GNTTAB_STATS``
+nr_frames : int64[1]                      pages the granting domain owns (frames 0 .. n-1)
 """
 
 xen_maptrack = namedtuple("xen_maptrack", ["ref", "frame", "readonly", "free", "nfree"])
@@ -94,8 +113,9 @@ nfree : int64[1]
 """
 
 
-def new_gnttab(nr_grefs: int) -> gnttab:
-    """Return an empty grant table of ``nr_grefs`` entries, the reserved ones held back."""
+def new_gnttab(nr_grefs: int, nr_frames: int) -> gnttab:
+    """Return an empty grant table of ``nr_grefs`` entries, the reserved ones held back, for
+    a domain of ``nr_frames`` pages (the frames a grant may name)."""
     if nr_grefs <= GNTTAB_NR_RESERVED_ENTRIES:
         raise ValueError(f"a grant table needs more than {GNTTAB_NR_RESERVED_ENTRIES} entries")
     free = np.zeros(nr_grefs, np.int32)
@@ -104,7 +124,7 @@ def new_gnttab(nr_grefs: int) -> gnttab:
     stats = np.zeros(len(GNTTAB_STATS), np.int64)
     stats[GNT_FREE_COUNT] = refs.size
     return gnttab(np.zeros(nr_grefs, GRANT_ENTRY_V1_DTYPE), np.zeros(nr_grefs, np.int32),
-                  np.zeros(nr_grefs, np.int32), free, stats)
+                  np.zeros(nr_grefs, np.int32), free, stats, np.array([nr_frames], np.int64))
 
 
 def new_maptrack(nr_handles: int) -> xen_maptrack:
@@ -150,12 +170,14 @@ def gnttab_release_grant_reference(gt, ref):
 def gnttab_grant_foreign_access_ref(gt, ref, domid, frame, readonly):
     """Let ``domid`` map the guest page ``frame`` through ``ref`` (read-only if asked).
 
-    The frame and domain are written before the flags, as Linux does, so Xen never sees a
-    valid entry with a stale frame. Changes ``gt.shared[ref]``.
+    The frame and domain are written before the flags, with a write barrier between, as
+    Linux's ``gnttab_grant_foreign_access_ref_v1`` does, so Xen never sees a valid entry with
+    a stale frame. Changes ``gt.shared[ref]``.
     """
     e = gt.shared[ref]
     e.frame = frame
     e.domid = domid
+    smp_wmb()
     e.flags = GTF_permit_access | (GTF_readonly if readonly else 0)
     atomic_fetch_add(gt.stats, GNT_GRANTS, 1)
 
@@ -168,12 +190,21 @@ def gnttab_query_foreign_access(gt, ref):
 
 @kernel(inline="always")
 def gnttab_end_foreign_access_ref(gt, ref):
-    """Revoke ``ref``; return False (and change nothing) while the peer still maps it."""
-    if gnttab_query_foreign_access(gt, ref):
-        return False
-    gt.shared[ref].flags = GTF_invalid
-    atomic_fetch_add(gt.stats, GNT_ENDS, 1)
-    return True
+    """Revoke ``ref``; return False (and change nothing) while the peer still maps it.
+
+    Linux's ``gnttab_end_foreign_access_ref_v1``: read the flags, refuse if ``GTF_reading`` or
+    ``GTF_writing`` is set, else ``cmpxchg`` them to 0, and retry if Xen changed them between
+    the read and the exchange (a map racing the revocation). The loop is bounded: each retry
+    means the hypervisor changed the entry, which it does at most once per map or unmap.
+    """
+    for _ in range(1 << 16):
+        flags = np.int64(gt.shared[ref].flags)
+        if flags & (GTF_reading | GTF_writing):
+            return False
+        if np.int64(cmpxchg_u16_at(gt.shared, ref, GNT_OFF_FLAGS, flags, GTF_invalid)) == flags:
+            atomic_fetch_add(gt.stats, GNT_ENDS, 1)
+            return True
+    return False
 
 
 # --- the hypervisor, on behalf of the mapping domain -----------------------------------------
@@ -185,37 +216,66 @@ def gnttab_map_grant_ref(gt, ref, domid, readonly, mt):
 
     Returns a grant handle (>= 0) in ``mt`` or a negative ``GNTST_*`` status:
     ``GNTST_bad_gntref`` (no such entry), ``GNTST_general_error`` (not a live grant to
-    ``domid``, or a writable map of a read-only grant), ``GNTST_no_device_space``
-    (maptrack full). Changes ``gt.shared[ref].flags``, ``gt.pin``, ``mt``.
+    ``domid``, a writable map of a read-only grant, or an entry the guest kept changing under
+    the exchange), ``GNTST_bad_page`` (the entry's frame is not a page of the granter),
+    ``GNTST_no_device_space`` (maptrack full). Changes ``gt.shared[ref].flags``, ``gt.pin``,
+    ``mt``.
+
+    As Xen's ``_set_status_v1``: the entry's ``flags`` and ``domid`` are read as one word,
+    checked, and swapped for the same word with ``GTF_reading`` (and ``GTF_writing``) set by
+    ``cmpxchg``; a guest that changes the word in between makes the exchange fail, and after
+    ``GNT_SET_STATUS_RETRIES`` lost races the map fails. The frame is read after the flags
+    are set (it may not change while the entry is in use) and must be one of the granter's
+    pages.
     """
     if ref < 0 or ref >= gt.shared.size:
         atomic_fetch_add(gt.stats, GNT_MAP_ERRORS, 1)
         return GNTST_bad_gntref
-    e = gt.shared[ref]
-    flags = np.int64(e.flags)
-    if (flags & GTF_type_mask) != GTF_permit_access or np.int64(e.domid) != domid:
-        atomic_fetch_add(gt.stats, GNT_MAP_ERRORS, 1)
-        return GNTST_general_error
-    if not readonly and (flags & GTF_readonly):
-        atomic_fetch_add(gt.stats, GNT_MAP_ERRORS, 1)
-        return GNTST_general_error
     n = mt.nfree[0]
     if n == 0:
         atomic_fetch_add(gt.stats, GNT_MAP_ERRORS, 1)
         return GNTST_no_device_space
+    pin = GTF_reading if readonly else (GTF_reading | GTF_writing)
+    rc = GNTST_general_error
+    for _ in range(GNT_SET_STATUS_RETRIES + 1):
+        e = gt.shared[ref]
+        scombo = np.int64(e.flags) | (np.int64(e.domid) << 16)
+        flags = scombo & 0xFFFF
+        if (flags & GTF_type_mask) != GTF_permit_access or (scombo >> 16) != domid:
+            break
+        if not readonly and (flags & GTF_readonly):
+            break
+        prev = np.int64(cmpxchg_u32_at(gt.shared, ref, GNT_OFF_FLAGS, scombo, scombo | pin))
+        if prev == scombo:
+            rc = GNTST_okay
+            break
+    if rc != GNTST_okay:
+        atomic_fetch_add(gt.stats, GNT_MAP_ERRORS, 1)
+        return rc
+    frame = np.int64(gt.shared[ref].frame)
+    if frame >= gt.nr_frames[0]:
+        _clear_pin_flags(gt, ref, readonly)  # undo what this map set (no mapping was made)
+        atomic_fetch_add(gt.stats, GNT_MAP_ERRORS, 1)
+        return GNTST_bad_page
     handle = np.int64(mt.free[n - 1])
     mt.nfree[0] = n - 1
     mt.ref[handle] = ref
-    mt.frame[handle] = e.frame
+    mt.frame[handle] = frame
     mt.readonly[handle] = 1 if readonly else 0
     gt.pin[ref] += 1
-    flags |= GTF_reading
     if not readonly:
         gt.pin_wr[ref] += 1
-        flags |= GTF_writing
-    e.flags = flags
     atomic_fetch_add(gt.stats, GNT_MAP_OPS, 1)
     return handle
+
+
+@kernel(inline="always")
+def _clear_pin_flags(gt, ref, readonly):
+    """Clear the flags a mapping set, when no other mapping of ``ref`` needs them."""
+    if not readonly and gt.pin_wr[ref] == 0:
+        atomic_and_u16_at(gt.shared, ref, GNT_OFF_FLAGS, ~GTF_writing & 0xFFFF)
+    if gt.pin[ref] == 0:
+        atomic_and_u16_at(gt.shared, ref, GNT_OFF_FLAGS, ~GTF_reading & 0xFFFF)
 
 
 @kernel(inline="always")
@@ -228,16 +288,11 @@ def gnttab_unmap_grant_ref(gt, mt, handle):
     if handle < 0 or handle >= mt.ref.size or mt.readonly[handle] < 0:
         return GNTST_bad_handle
     ref = mt.ref[handle]
-    e = gt.shared[ref]
-    flags = np.int64(e.flags)
+    readonly = mt.readonly[handle] != 0
     gt.pin[ref] -= 1
-    if mt.readonly[handle] == 0:
+    if not readonly:
         gt.pin_wr[ref] -= 1
-        if gt.pin_wr[ref] == 0:
-            flags &= ~GTF_writing
-    if gt.pin[ref] == 0:
-        flags &= ~GTF_reading
-    e.flags = flags
+    _clear_pin_flags(gt, ref, readonly)
     mt.readonly[handle] = -1
     n = mt.nfree[0]
     mt.free[n] = handle
@@ -247,21 +302,47 @@ def gnttab_unmap_grant_ref(gt, mt, handle):
 
 
 @kernel(inline="always")
+def _mapped_frame(pages, mt, handle, offset, nbytes):
+    """The frame behind a live ``handle`` if ``[offset, offset + nbytes)`` lies in its page,
+    else a negative ``GNTST_*`` status (a bad handle, or a frame outside ``pages``)."""
+    if handle < 0 or handle >= mt.ref.size or mt.readonly[handle] < 0:
+        return np.int64(GNTST_bad_handle)
+    frame = np.int64(mt.frame[handle])
+    if frame < 0 or frame >= pages.shape[0]:
+        return np.int64(GNTST_bad_page)
+    if offset < 0 or nbytes < 0 or offset + nbytes > XEN_PAGE_SIZE:
+        return np.int64(GNTST_general_error)
+    return frame
+
+
+@kernel(inline="always")
 def grant_page_read(pages, mt, handle, offset, dst, dst_off, nbytes):
-    """Read ``nbytes`` at ``offset`` of the page behind ``handle`` into ``dst[dst_off:]``."""
-    copy_bytes(dst, dst_off, pages[mt.frame[handle]], offset, nbytes)
+    """Read ``nbytes`` at ``offset`` of the page behind ``handle`` into ``dst[dst_off:]``.
+
+    Returns ``GNTST_okay``, or ``GNTST_bad_handle`` / ``GNTST_bad_page`` /
+    ``GNTST_general_error`` (a range outside the page) without touching anything.
+    """
+    frame = _mapped_frame(pages, mt, handle, offset, nbytes)
+    if frame < 0:
+        return frame
+    copy_bytes(dst, dst_off, pages[frame], offset, nbytes)
+    return np.int64(GNTST_okay)
 
 
 @kernel(inline="always")
 def grant_page_write(pages, mt, handle, offset, src, src_off, nbytes):
     """Write into the page behind ``handle``; ``GNTST_permission_denied`` if mapped read-only.
 
-    This is the page fault a backend would take writing through a read-only mapping.
+    This is the page fault a backend would take writing through a read-only mapping; the
+    other failures are :func:`grant_page_read`'s.
     """
+    frame = _mapped_frame(pages, mt, handle, offset, nbytes)
+    if frame < 0:
+        return frame
     if mt.readonly[handle] != 0:
-        return GNTST_permission_denied
-    copy_bytes(pages[mt.frame[handle]], offset, src, src_off, nbytes)
-    return GNTST_okay
+        return np.int64(GNTST_permission_denied)
+    copy_bytes(pages[frame], offset, src, src_off, nbytes)
+    return np.int64(GNTST_okay)
 
 
 # --- guest memory ----------------------------------------------------------------------------
@@ -289,7 +370,7 @@ class xen_domain:
         raw = np.zeros(nr_pages * XEN_PAGE_SIZE + 4096, np.uint8)
         start = (-raw.ctypes.data) % 4096
         self.pages = raw[start:start + nr_pages * XEN_PAGE_SIZE].reshape(nr_pages, XEN_PAGE_SIZE)
-        self.gnttab = new_gnttab(nr_grefs)
+        self.gnttab = new_gnttab(nr_grefs, nr_pages)
         self._next_page = 0
 
     @property

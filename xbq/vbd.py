@@ -59,20 +59,27 @@ def new_vbd(kind: str = "null", sectors: int = 1 << 21, sector_size: int = SECTO
 @kernel
 def xen_vbd_translate(vbd, write, sector, nr_sects):
     """blkback ``xen_vbd_translate``: 0, or -EACCES for a write to a read-only device or a
-    range that wraps or runs past the end (sectors are 512-byte units; ``sector`` unsigned)."""
+    range that wraps or runs past the end.
+
+    ``sector`` and ``nr_sects`` are the request's unsigned 64-bit fields (512-byte units) and
+    are compared as such, as Linux does: a length of 2**63 or more is a huge length, not a
+    negative one, and ``sector + nr_sects`` overflowing 64 bits is refused. A zero length (a
+    pure flush) is not range-checked.
+    """
     if write and vbd.params[V_READONLY]:
         return -EACCES
-    if nr_sects > 0:
-        if sector < 0 or sector > vbd.params[V_SECTORS]:  # also catches u64 values >= 2**63
-            return -EACCES
-        end = sector + nr_sects
-        if end < sector or end > vbd.params[V_SECTORS]:
+    start = np.uint64(sector)
+    n = np.uint64(nr_sects)
+    if n != np.uint64(0):
+        end = start + n  # modulo 2**64
+        if end < start or end > np.uint64(vbd.params[V_SECTORS]):
             return -EACCES
     return 0
 
 
 @kernel
 def vbd_discard(vbd, sector, nr_sects):
-    """Discard a range: the ramdisk reads back zeros afterwards; the null device does nothing."""
-    if vbd.params[V_KIND] == VBD_RAMDISK:
+    """Discard a range already checked by :func:`xen_vbd_translate`: the ramdisk reads back
+    zeros afterwards; the null device does nothing."""
+    if vbd.params[V_KIND] == VBD_RAMDISK and nr_sects > 0:
         vbd.disk[sector * SECTOR_SIZE:(sector + nr_sects) * SECTOR_SIZE] = 0

@@ -148,7 +148,43 @@ def xenbus_read(dev: xenbus_device, xbt, dir: str, node: str) -> str:
     return dev.store.read(_path(dir, node), t=xbt, domid=dev.domid)
 
 
-def xenbus_scanf(dev: xenbus_device, xbt, dir: str, node: str, conv=int):
+_DIGITS = re.compile(r"\s*([0-9]+)\s*")
+_SIGNED = re.compile(r"\s*(-?[0-9]+)\s*")
+
+
+def scan_uint(bits: int) -> Callable[[str], int]:
+    """A ``%u``-style conversion for :func:`xenbus_scanf`: ASCII decimal digits (surrounding
+    blanks allowed, no sign), of a value below ``2**bits``; ``ValueError`` otherwise.
+
+    Linux's ``vsscanf`` stops at the first non-digit and would truncate an oversized value
+    into the field; xbq refuses both, so a ``ring-ref`` of ``18446744073709551616`` or
+    ``12abc`` is a malformed key, never a number that wrapped.
+    """
+    limit = 1 << bits
+
+    def conv(text: str) -> int:
+        m = _DIGITS.fullmatch(text)
+        if m is None or int(m.group(1)) >= limit:
+            raise ValueError(text)
+        return int(m.group(1))
+
+    conv.__name__ = f"u{bits}"
+    return conv
+
+
+def scan_int(text: str) -> int:
+    """A ``%d``-style conversion: optionally negative ASCII decimal digits."""
+    m = _SIGNED.fullmatch(text)
+    if m is None or abs(int(m.group(1))) >= 1 << 63:
+        raise ValueError(text)
+    return int(m.group(1))
+
+
+scan_u32 = scan_uint(32)  # grant_ref_t, evtchn_port_t, the ring-page-order of a queue
+scan_u64 = scan_uint(64)  # sectors and the other unsigned keys
+
+
+def xenbus_scanf(dev: xenbus_device, xbt, dir: str, node: str, conv=scan_int):
     """``xenbus_scanf`` of one value: ``conv`` applied to ``dir/node``.
 
     Raises ``XenStoreError``: ENOENT when the node is missing, ERANGE when it does not parse
@@ -170,10 +206,9 @@ def xenbus_read_otherend(dev: xenbus_device, node: str, default=XenStore._MISSIN
 def xenbus_read_unsigned(dev: xenbus_device, dir: str, node: str, default: int) -> int:
     """``xenbus_read_unsigned``: an unsigned value, or ``default`` if missing or malformed."""
     try:
-        value = xenbus_scanf(dev, XBT_NIL, dir, node, int)
+        return xenbus_scanf(dev, XBT_NIL, dir, node, scan_u64)
     except XenStoreError:
         return default
-    return value if value >= 0 else default
 
 
 def xenbus_gather(dev: xenbus_device, xbt, dir: str, *nodes_convs) -> tuple:
@@ -189,7 +224,7 @@ def xenbus_printf(dev: xenbus_device, xbt, dir: str, node: str, fmt: str, *args)
 def xenbus_read_driver_state(dev: xenbus_device, path: str) -> XenbusState:
     """``xenbus_read_driver_state``: the ``state`` under ``path``, Unknown if unreadable."""
     try:
-        return XenbusState(xenbus_scanf(dev, XBT_NIL, path, "state", int))
+        return XenbusState(xenbus_scanf(dev, XBT_NIL, path, "state", scan_u32))
     except (XenStoreError, ValueError):
         return XenbusState.Unknown
 
@@ -206,7 +241,7 @@ def xenbus_switch_state(dev: xenbus_device, state: XenbusState) -> None:
     while True:
         xbt = dev.store.transaction_start()
         try:
-            xenbus_scanf(dev, xbt, dev.nodename, "state", int)
+            xenbus_scanf(dev, xbt, dev.nodename, "state", scan_u32)
             abort = False
         except XenStoreError:
             abort = True
@@ -260,7 +295,7 @@ def xenbus_dev_is_online(dev: xenbus_device) -> bool:
 def talk_to_otherend(dev: xenbus_device, key: str) -> None:
     """``talk_to_otherend``: read ``<key>`` (the peer's path) and ``<key>-id``."""
     dev.otherend = xenbus_read(dev, XBT_NIL, dev.nodename, key)
-    dev.otherend_id = xenbus_scanf(dev, XBT_NIL, dev.nodename, f"{key}-id", int)
+    dev.otherend_id = xenbus_scanf(dev, XBT_NIL, dev.nodename, f"{key}-id", scan_u32)
 
 
 def xenbus_otherend_changed(dev: xenbus_device, path: str) -> None:
@@ -486,7 +521,8 @@ def connect_ring(be: backend_info) -> int:
     requested = 1
     if not be.old_backend:
         try:
-            requested = xenbus_scanf(dev, XBT_NIL, dev.otherend, "multi-queue-num-queues", int)
+            requested = xenbus_scanf(dev, XBT_NIL, dev.otherend, "multi-queue-num-queues",
+                                     scan_u32)
         except XenStoreError:
             requested = 1
         else:
@@ -510,17 +546,20 @@ def read_per_ring_refs(be: backend_info, ring: xen_blkif_ring, dir: str) -> int:
     """blkback ``read_per_ring_refs``: event channel, ring references, map; 0 or -errno."""
     dev = be.dev
     try:
-        evtchn = xenbus_scanf(dev, XBT_NIL, dir, "event-channel", int)
+        evtchn = xenbus_scanf(dev, XBT_NIL, dir, "event-channel", scan_u32)
     except XenStoreError:
         xenbus_dev_fatal(dev, -errno.EINVAL, f"reading {dir}/event-channel")
         return -errno.EINVAL
     try:
-        order = xenbus_scanf(dev, XBT_NIL, dev.otherend, "ring-page-order", int)
-    except XenStoreError:
+        order = xenbus_scanf(dev, XBT_NIL, dev.otherend, "ring-page-order", scan_int)
+    except XenStoreError as exc:
+        if exc.errno != errno.ENOENT:  # present but not a number: refused, not "absent"
+            xenbus_dev_fatal(dev, -errno.EINVAL, f"reading {dev.otherend}/ring-page-order")
+            return -errno.EINVAL
         order = None
     if order is None:
         try:
-            refs = [xenbus_scanf(dev, XBT_NIL, dir, "ring-ref", int)]
+            refs = [xenbus_scanf(dev, XBT_NIL, dir, "ring-ref", scan_u32)]
         except XenStoreError:
             xenbus_dev_fatal(dev, -errno.EINVAL, f"reading {dir}/ring-ref")
             return -errno.EINVAL
@@ -532,7 +571,7 @@ def read_per_ring_refs(be: backend_info, ring: xen_blkif_ring, dir: str) -> int:
         refs = []
         for i in range(1 << order):
             try:
-                refs.append(xenbus_scanf(dev, XBT_NIL, dir, f"ring-ref{i}", int))
+                refs.append(xenbus_scanf(dev, XBT_NIL, dir, f"ring-ref{i}", scan_u32))
             except XenStoreError:
                 xenbus_dev_fatal(dev, -errno.EINVAL, f"reading {dir}/ring-ref{i}")
                 return -errno.EINVAL
@@ -675,10 +714,11 @@ def blkfront_probe(info: blkfront_dev_info) -> int:
     """blkfront ``blkfront_probe`` (4.6): read ``virtual-device``, pick the ring count."""
     dev = info.dev
     try:
-        info.vdevice = xenbus_scanf(dev, XBT_NIL, dev.nodename, "virtual-device", int)
+        info.vdevice = xenbus_scanf(dev, XBT_NIL, dev.nodename, "virtual-device", scan_u32)
     except XenStoreError:
         try:
-            info.vdevice = xenbus_scanf(dev, XBT_NIL, dev.nodename, "virtual-device-ext", int)
+            info.vdevice = xenbus_scanf(dev, XBT_NIL, dev.nodename, "virtual-device-ext",
+                                        scan_u32)
         except XenStoreError:
             xenbus_dev_fatal(dev, -errno.ENOENT, "reading virtual-device")
             return -errno.ENOENT
@@ -828,7 +868,8 @@ def blkfront_connect(info: blkfront_dev_info) -> None:
         return
     try:
         info.sectors, info.binfo, info.sector_size = xenbus_gather(
-            dev, XBT_NIL, dev.otherend, ("sectors", int), ("info", int), ("sector-size", int))
+            dev, XBT_NIL, dev.otherend, ("sectors", scan_uint(63)), ("info", scan_u32),
+            ("sector-size", scan_u32))  # a size beyond 2**63 sectors is a malformed key
     except XenStoreError:
         xenbus_dev_fatal(dev, -errno.ENOENT, f"reading backend fields at {dev.otherend}")
         return

@@ -19,7 +19,8 @@ from xbq.errors import XbqError
 
 #: The order ``--help`` lists subcommands in; any other module of this package that has a
 #: ``register`` function is listed after these, alphabetically.
-ORDER = ("reproduce", "seed", "negotiate", "ring", "measure", "simulate", "calibrate", "fit")
+ORDER = ("reproduce", "seed", "negotiate", "ring", "measure", "simulate", "calibrate", "fit",
+         "fuzz")
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -89,6 +90,30 @@ def int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must list integers >= 1")
     return values
+
+
+def add_store_flags(p: argparse.ArgumentParser) -> None:
+    """``--resume`` (default) / ``--overwrite`` / ``--no-resume`` for a command with ``--out``:
+    what to do when the output file already exists (sets ``args.existing``)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", dest="existing", action="store_const", const="resume",
+                   help="if --out exists, keep its points and skip them (default)")
+    g.add_argument("--overwrite", dest="existing", action="store_const", const="overwrite",
+                   help="if --out exists, replace it")
+    g.add_argument("--no-resume", dest="existing", action="store_const", const="refuse",
+                   help="if --out exists, stop with an error")
+    p.set_defaults(existing="resume")
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``inf`` and ``nan`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be finite")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

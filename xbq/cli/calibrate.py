@@ -6,6 +6,7 @@ import argparse
 import json
 import statistics
 import sys
+from pathlib import Path
 
 from xbq.cli import nonnegative_int, positive_int
 from xbq.des.calibrate import FIT_PARAMS
@@ -61,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     names = tuple(n.strip() for n in args.fit.split(",") if n.strip())
     if not names:
         raise XbqError("--fit needs at least one parameter name")
-    machines = [dict({"pcpus": pc, "pcpu_boost": b} if pc > 0 else {"pcpus": 0.0},
+    # A value outside its parameter's bounds (--pcpus -16) is refused by calibrate() before
+    # anything runs; only a pool (pcpus > 0) has a boost setting to try.
+    machines = [dict({"pcpus": pc, "pcpu_boost": b} if pc > 0 else {"pcpus": pc},
                      job_placement=jp, dom0_vcpus=d0)
                 for pc in numbers(args.pcpus, "--pcpus")
                 for b in numbers(args.pcpu_boost, "--pcpu-boost")
@@ -75,12 +78,18 @@ def run(args: argparse.Namespace) -> int:
                   f"median {statistics.median(abs(r)):.3f}", file=sys.stderr, flush=True)
 
     started = provenance("xbq calibrate " + " ".join(sys.argv[2:]))  # the code that runs
+    if args.out and not Path(args.out).parent.is_dir():
+        raise XbqError(f"directory {Path(args.out).parent} does not exist")
+    # each machine setting's fit is kept beside --out as it ends; a rerun resumes from it
+    checkpoint = f"{args.out}.partial.jsonl" if args.out else None
     result = calibrate(args.file, fit=names, machines=machines, seed=args.seed,
                        fit_requests=args.fit_requests, max_nfev=args.max_nfev,
-                       final_requests=args.final_requests, progress=progress)
+                       final_requests=args.final_requests, progress=progress,
+                       checkpoint=checkpoint)
     result["provenance"] = started
     if args.out:
         write_result(result, args.out)
+        Path(checkpoint).unlink(missing_ok=True)
     if args.json:
         keys = ("params", "points", "median_rel_error", "max_rel_error")
         print(json.dumps({k: result[k] for k in keys}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xbq.cli import int_list, nonnegative_int, positive_int
+from xbq.cli import add_store_flags, int_list, nonnegative_int, positive_int
 
 LOCKS = ("ticket", "ttas", "mcs")
 DEVICES = ("null", "ramdisk")
@@ -24,8 +24,8 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
     return value
 
 
@@ -76,7 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed (default 0)")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="append each point to FILE (.csv or .parquet) as it is measured, "
-                   "with a FILE.meta.json machine sidecar")
+                   "with a FILE.meta.json machine sidecar; points already in FILE are not "
+                   "measured again")
+    add_store_flags(p)
     p.add_argument("--json", action="store_true",
                    help="print a JSON array of row objects instead of a table")
     p.set_defaults(func=run)
@@ -109,12 +111,12 @@ def run(args: argparse.Namespace) -> int:
                  ring_page_order=args.ring_page_order, lock=args.lock,
                  duration=args.duration, warmup=args.warmup, reps=args.reps, seed=args.seed,
                  out=args.out, bssplit=args.bssplit, rwmixread=args.rwmixread,
-                 backend_max_queues=args.backend_max_queues,
+                 backend_max_queues=args.backend_max_queues, existing=args.existing,
                  meta={"command": "xbq measure", "arguments": {
                      k: v for k, v in vars(args).items() if k not in ("func", "command")}},
                  progress=progress)
     if args.json:
         print(to_json_rows(df))
     elif args.out:
-        print(f"{len(df)} point(s) appended to {args.out}")
+        print(f"{len(df)} point(s) in {args.out}")
     return 0

@@ -114,18 +114,23 @@ def step_twin(out: Path, quick: bool) -> str:
     from xbq.des.simulate import simulate
     from xbq.paths import data_dir
     from xbq.plots import plot_iops
+    from xbq.results import ResultsStore
 
     calibrated = sorted((data_dir() / "calibrated").glob("*.json"))
     params = load_params(calibrated[-1]) if calibrated else None
     seed = load_seed()
     jobs = sorted(seed.jobs.unique())
+    store = ResultsStore(out / "twin.csv", {"command": "xbq reproduce (twin)"},
+                         existing="overwrite")
     frames = []
     for series, mode in (("single_ring", "sq"), ("multi_ring", "mq")):
-        df = simulate(mode, jobs, queues=16, vcpus=16, iodepth=64,
-                      duration=0.02 if quick else 0.2, seed=1, params=params)
-        frames.append(df.assign(series=series))
+        for j in jobs:  # each point is stored the moment it is simulated
+            df = simulate(mode, int(j), queues=16, vcpus=16, iodepth=64,
+                          duration=0.02 if quick else 0.2, seed=1, params=params)
+            df = df.assign(series=series)
+            store.append(df.to_dict(orient="records"))
+            frames.append(df)
     twin = pd.concat(frames, ignore_index=True)
-    twin.to_csv(out / "twin.csv", index=False)
     merged = seed.merge(twin[["series", "jobs", "iops"]], on=["series", "jobs"],
                         suffixes=("_seed", "_twin"))
     merged["rel_error"] = merged.iops_twin / merged.iops_seed - 1
@@ -152,7 +157,8 @@ def step_native(out: Path, quick: bool) -> str:
     jobs = [1, 2] if quick else [1, 2, 4, 8]
     df = measure(mode=["sq", "mq"], jobs=jobs, queues=max(1, min(cpus, 4)), vcpus=cpus,
                  iodepth=32, device="null", duration=0.2 if quick else 1.0,
-                 warmup=0.1 if quick else 0.3, reps=1, seed=0, out=str(out / "native.csv"))
+                 warmup=0.1 if quick else 0.3, reps=1, seed=0, out=str(out / "native.csv"),
+                 existing="overwrite")
     fig = plot_iops({f"native threads, {cpus} CPUs": df}, title="measured on this machine")
     fig.savefig(out / "native.png", dpi=120, bbox_inches="tight")
     best = df.groupby("mode").iops.max()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from xbq.cli import int_list, nonnegative_int, positive_int
+from xbq.cli import add_store_flags, finite_float, int_list, nonnegative_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,52 +25,63 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queues", type=positive_int, default=16, help="rings in mq mode (default 16)")
     p.add_argument("--vcpus", type=positive_int, default=16, help="guest vCPUs (default 16)")
     p.add_argument("--iodepth", type=positive_int, default=64, help="I/Os per job (default 64)")
-    p.add_argument("--duration", type=float, default=0.2,
+    p.add_argument("--duration", type=finite_float, default=0.2,
                    help="measured virtual seconds per point, after warm-up (default 0.2)")
-    p.add_argument("--warmup", type=float, default=None,
+    p.add_argument("--warmup", type=finite_float, default=None,
                    help="least virtual seconds discarded first (default 10%% of duration, "
                         ">= 2 ms); the warm-up also lasts until 3 x jobs x iodepth I/Os are done")
     p.add_argument("--seed", type=nonnegative_int, default=1, help="random seed (default 1)")
     p.add_argument("--params", metavar="FILE", default=None,
                    help="TOML or JSON cost overrides (e.g. data/calibrated/des-params.json)")
     p.add_argument("--out", metavar="FILE", default=None,
-                   help="also append the rows to FILE (.csv or .parquet) as they finish")
+                   help="also append the rows to FILE (.csv or .parquet) as they finish; "
+                   "points already in FILE are not simulated again")
+    add_store_flags(p)
     p.add_argument("--json", action="store_true",
                    help="print the rows as a JSON array of objects (as xbq measure --json)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from xbq.des.params import DesParams, load_params
-    from xbq.des.simulate import simulate
-    from xbq.errors import XbqError
+    from xbq.des.simulate import check_simulate, des_key, simulate
+    from xbq.progress import Progress
     from xbq.results import ResultsStore, to_frame, to_json_rows
 
-    if not args.duration > 0:
-        raise XbqError(f"--duration must be positive, not {args.duration}")
-    if args.warmup is not None and args.warmup < 0:
-        raise XbqError(f"--warmup must be >= 0, not {args.warmup}")
     params = load_params(args.params) if args.params else DesParams()
+    jobs, warmup, _ = check_simulate(args.mode, args.jobs, args.queues, args.vcpus,
+                                     args.iodepth, args.duration, args.seed, args.warmup)
     store = None
     if args.out:
         store = ResultsStore(args.out, meta={"command": "xbq simulate", "mode": args.mode,
                                              "params": params.to_dict(),
-                                             "params_file": args.params})
-    frames = []
-    for jobs in args.jobs:
-        df = simulate(args.mode, jobs, queues=args.queues, vcpus=args.vcpus,
-                      iodepth=args.iodepth, duration=args.duration, seed=args.seed,
-                      params=params, warmup=args.warmup)
-        if store is not None:
-            store.append(df.to_dict(orient="records"))
-        frames.append(df)
-    frame = to_frame([r for f in frames for r in f.to_dict(orient="records")])
+                                             "params_file": args.params},
+                             existing=args.existing)
+    keys = {j: des_key(args.mode, j, args.queues, args.vcpus, args.iodepth, args.duration,
+                       warmup, None, args.seed, 0, params) for j in jobs}
+    stored = {r["point_key"]: r for r in store.rows(keys.values())} if store else {}
+    rows = []
+    with Progress(len(jobs), "simulate", quiet=args.json) as bar:
+        for j in jobs:
+            if keys[j] in stored:
+                rows.append(stored[keys[j]])
+            else:
+                df = simulate(args.mode, j, queues=args.queues, vcpus=args.vcpus,
+                              iodepth=args.iodepth, duration=args.duration, seed=args.seed,
+                              params=params, warmup=args.warmup)
+                rows += df.to_dict(orient="records")
+                if store is not None:
+                    store.append(df.to_dict(orient="records"))
+            bar.update(1, jobs=j)
+    frame = to_frame(rows)
     if args.json:
         print(to_json_rows(frame))
         return 0
     cols = ["mode", "jobs", "queues", "iops", "lat_mean_us", "lat_p99_us", "util_vcpu_busy",
             "util_vcpu_spin", "util_dom0_busy", "util_device", "notify_fe_per_req",
             "notify_be_per_req", "batch_mean"]
-    with __import__("pandas").option_context("display.width", 200, "display.max_columns", 30):
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 from xbq.des.params import DesParams
 from xbq.errors import XbqError
 from xbq.paths import git_commit
+from xbq.results import point_key
 
 #: Parameters fitted by default: the costs neither the literature nor the seed pins down.
 FIT_PARAMS = ("submit_ns", "sq_locked_ns", "fe_cs_ns", "handoff_per_waiter_ns", "be_req_ns",
@@ -85,7 +87,8 @@ def _fit_one(table, names, base, durations, seed, max_nfev, progress):
 
 def calibrate(table=None, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
               base: DesParams | None = None, fit_requests: int = 20_000, seed: int = 1,
-              max_nfev: int = 120, final_requests: int = 200_000, progress=None) -> dict:
+              max_nfev: int = 120, final_requests: int = 200_000, progress=None,
+              checkpoint=None) -> dict:
     """Fit ``fit`` (names of :class:`DesParams` fields) to an IOPS table.
 
     Parameters
@@ -105,6 +108,10 @@ def calibrate(table=None, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
         Most objective evaluations per machine (each simulates every point once).
     final_requests : int
         Requests each point completes in the final verification run.
+    checkpoint : path, optional
+        A JSON-lines file: each machine setting's fit is appended (and fsynced) the moment it
+        ends, keyed by everything that determines it; a rerun with the same file takes the
+        settings already fitted from it instead of fitting them again.
 
     Returns
     -------
@@ -141,21 +148,33 @@ def calibrate(table=None, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
     measured = table["iops"].to_numpy(float)
     fit_durations = [fit_requests / m for m in measured]
     t0 = time.perf_counter()
+    done = _read_checkpoint(checkpoint)
     tried = []
     best = None
     nfev = 0
     for m in machines:
-        fitted, res, calls = _fit_one(table, names, base.replace(**m), fit_durations, seed,
-                                      max_nfev, progress)
-        nfev += calls
-        r = res.fun
+        key = point_key({"table": table[["series", "jobs", "queues", "vcpus", "iops"]]
+                         .to_dict(orient="list"), "fit": names, "fixed": m,
+                         "base": base.to_dict(), "seed": seed, "fit_requests": fit_requests,
+                         "max_nfev": max_nfev})
+        entry = done.get(key)
+        if entry is None:
+            fitted, res, calls = _fit_one(table, names, base.replace(**m), fit_durations, seed,
+                                          max_nfev, progress)
+            entry = {"key": key, "fixed": m, "params": fitted.to_dict(),
+                     "fun": [float(v) for v in res.fun], "nfev": calls,
+                     "status": int(res.status), "message": str(res.message)}
+            _append_checkpoint(checkpoint, entry)
+        nfev += entry["nfev"]
+        r = np.asarray(entry["fun"])
         tried.append({"fixed": m, "cost": float(np.sum(r ** 2)),
                       "median_rel_error": float(np.median(np.abs(r))),
-                      "max_rel_error": float(np.max(np.abs(r))), "nfev": calls,
-                      "status": int(res.status)})
+                      "max_rel_error": float(np.max(np.abs(r))), "nfev": entry["nfev"],
+                      "status": entry["status"], "resumed": key in done})
         if best is None or tried[-1]["cost"] < best[0]:
-            best = (tried[-1]["cost"], fitted, res, m)
-    _, fitted, res, chosen = best
+            best = (tried[-1]["cost"], entry)
+    _, entry = best
+    fitted, chosen = DesParams(**entry["params"]), entry["fixed"]
     fit_s = time.perf_counter() - t0
     # final verification: long runs, same seed
     durations = [final_requests / m for m in measured]
@@ -185,9 +204,32 @@ def calibrate(table=None, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
         "fit": {"method": "scipy.optimize.least_squares trf, log-parameters, diff_step 0.05",
                 "nfev": int(nfev), "seconds": fit_s, "seed": seed,
                 "fit_requests": fit_requests, "final_requests": final_requests,
-                "final_durations_s": durations, "status": int(res.status),
-                "message": str(res.message)},
+                "final_durations_s": durations, "status": entry["status"],
+                "message": entry["message"]},
     }
+
+
+def _read_checkpoint(path) -> dict:
+    """The machine settings already fitted, by key (a torn last line is ignored)."""
+    if path is None or not Path(path).exists():
+        return {}
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # the line a killed run was writing
+        out[entry["key"]] = entry
+    return out
+
+
+def _append_checkpoint(path, entry: dict) -> None:
+    if path is None:
+        return
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def provenance(command: str) -> dict:
@@ -197,5 +239,12 @@ def provenance(command: str) -> dict:
 
 
 def write_result(result: dict, path) -> None:
-    """Write a calibration result as JSON (``xbq simulate --params`` reads its ``params``)."""
-    Path(path).write_text(json.dumps(result, indent=2) + "\n")
+    """Write a calibration result as JSON (``xbq simulate --params`` reads its ``params``),
+    through a temporary file and a rename, so an existing file is replaced whole or not at
+    all."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -110,10 +110,16 @@ P_PBOOST = FIELDS.index("pcpu_boost")
 # C_T_WARM / C_T_END: the measured window, set when the warm-up ends (NEVER until then).
 # The warm-up ends at the first EV_WARM, from C_WARM_MIN on, that finds C_WARM_IOS I/Os
 # completed, or at C_WARM_MAX whatever the count; the window then lasts C_DURATION.
+# After C_T_END the run drains: no job starts an I/O, the ones in flight complete, and the
+# loop stops when none is left (or C_DRAIN_MAX ns after the window, or when events run out);
+# what is still outstanding then was lost. C_INJECT / C_INJECT_AT are a test hook that drops
+# or duplicates the completion of the C_INJECT_AT-th driver request.
 (C_SQ, C_JOBS, C_VCPUS, C_NCPU, C_RINGS, C_NR_ENTS, C_IODEPTH, C_T_WARM, C_T_END, C_MAXIO,
  C_MAX_SECTORS, C_BUF_PFN, C_OPEN, C_SSD, C_CHANNELS, C_NFLOCKS, C_BELOCK, C_PARKCAP,
- C_QCAP, C_MAX_EVENTS, C_WARM_MIN, C_WARM_MAX, C_WARM_IOS, C_DURATION) = range(24)
-N_CFG = 24
+ C_QCAP, C_MAX_EVENTS, C_WARM_MIN, C_WARM_MAX, C_WARM_IOS, C_DURATION, C_DRAINING,
+ C_DRAIN_MAX, C_INJECT, C_INJECT_AT) = range(28)
+N_CFG = 28
+INJECT_NONE, INJECT_DROP, INJECT_DUPLICATE = 0, 1, 2
 NEVER = np.int64(1) << 62
 
 # --- event kinds ---------------------------------------------------------------------------
@@ -130,9 +136,14 @@ _SHIFT = 40
 _AMASK = (1 << 40) - 1
 
 # --- accumulators (float64 vector acc), measured in the window [t_warm, t_end] ------------
+# A_EVENTS counts the events up to the end of the window, A_DRAIN_EVENTS those after it;
+# A_PARTS_OUT is driver requests issued and not yet completed, A_PARTS_DONE those completed;
+# A_DUP the completions beyond a tag's issues (A_ERR is then 6, A_ERR_TAG the tag);
+# A_IN_FLIGHT the I/Os in flight when the window closed.
 (A_DONE, A_READS, A_WRITES, A_BYTES, A_LAT_SUM, A_AREA, A_SUBMITTED, A_COMPLETED, A_EVENTS,
- A_DROPPED, A_PARKED, A_CTX, A_DEV_BUSY, A_ERR, A_MAX_OCC, A_HEAP_MAX) = range(16)
-N_ACC = 16
+ A_DROPPED, A_PARKED, A_CTX, A_DEV_BUSY, A_ERR, A_MAX_OCC, A_HEAP_MAX, A_DRAIN_EVENTS,
+ A_PARTS_OUT, A_PARTS_DONE, A_DUP, A_ERR_TAG, A_IN_FLIGHT) = range(22)
+N_ACC = 22
 
 des_state = namedtuple("des_state", [
     "cfg", "heap", "streams",
@@ -150,7 +161,7 @@ des_state = namedtuple("des_state", [
     "job_cpu", "job_ring", "job_state", "job_tag", "credits", "pend", "pend_h", "pend_n",
     # I/Os
     "io_start", "io_job", "io_parts", "io_write", "io_sector", "io_nsect", "io_free",
-    "io_nfree", "io_inuse",
+    "io_nfree", "io_inuse", "issued", "completed",
     # rings
     "ring_irq_cpu", "ring_be_cpu", "park_tag", "park_sector", "park_nsect", "park_h", "park_n",
     "irq_state", "irq_again", "irq_ndone", "done_tag", "done_status", "be_state", "be_again",
@@ -158,7 +169,7 @@ des_state = namedtuple("des_state", [
     # device
     "dev_busy", "dq", "dq_h", "dq_n",
     # results
-    "acc", "hist", "snap_fs", "snap_bs",
+    "acc", "hist", "snap_fs", "snap_bs", "end_fs", "end_bs",
 ])
 des_state.__doc__ = "All mutable state of one run (arrays; see :func:`new_state`)."
 
@@ -198,7 +209,8 @@ def new_state(cfg: np.ndarray, streams: np.ndarray, fs_shape, bs_shape,
         job_tag=z(jobs), credits=z(jobs), pend=z(jobs, maxio), pend_h=z(jobs), pend_n=z(jobs),
         io_start=z(maxio), io_job=z(maxio), io_parts=z(maxio), io_write=z(maxio),
         io_sector=z(maxio), io_nsect=z(maxio), io_free=np.arange(maxio - 1, -1, -1, dtype=i64),
-        io_nfree=np.array([maxio], i64), io_inuse=z(maxio),
+        io_nfree=np.array([maxio], i64), io_inuse=z(maxio), issued=z(maxio),
+        completed=z(maxio),
         ring_irq_cpu=ring_irq_cpu.astype(i64), ring_be_cpu=ring_be_cpu.astype(i64),
         park_tag=z(rings, parkcap), park_sector=z(rings, parkcap), park_nsect=z(rings, parkcap),
         park_h=z(rings), park_n=z(rings), irq_state=z(rings), irq_again=z(rings),
@@ -206,7 +218,8 @@ def new_state(cfg: np.ndarray, streams: np.ndarray, fs_shape, bs_shape,
         be_state=z(rings), be_again=z(rings), be_n=z(rings),
         dev_busy=z(1), dq=z(rings * ents), dq_h=z(1), dq_n=z(1),
         acc=np.zeros(N_ACC), hist=new_hist(1)[0], snap_fs=np.zeros(fs_shape, i64),
-        snap_bs=np.zeros(bs_shape, i64))
+        snap_bs=np.zeros(bs_shape, i64), end_fs=np.zeros(fs_shape, i64),
+        end_bs=np.zeros(bs_shape, i64))
 
 
 # --- small helpers -----------------------------------------------------------------------------
@@ -442,7 +455,7 @@ def _switch(s, P, cpu, tid, t):
         cost = P[P_CTX]
         s.last_tid[cpu] = tid
         s.slice_start[cpu] = t
-        s.acc[A_CTX] += 1.0 if t >= s.cfg[C_T_WARM] else 0.0
+        s.acc[A_CTX] += 1.0 if t >= s.cfg[C_T_WARM] and not s.cfg[C_DRAINING] else 0.0
     s.slept[tid] = 0
     return cost
 
@@ -472,6 +485,8 @@ def _yield_or_continue(s, fi, be, wl, P, cpu, kind, actor, t):
 
 @kernel(inline="always")
 def _job_has_work(s, j):
+    if s.cfg[C_DRAINING]:
+        return False  # the drain: no new I/O
     return s.pend_n[j] > 0 if s.cfg[C_OPEN] else s.credits[j] > 0
 
 
@@ -550,6 +565,8 @@ def _job_cs(s, fi, be, P, j, tag, t):
     nsect = s.io_nsect[tag]
     nparts = (nsect + ms - 1) // ms
     s.io_parts[tag] = nparts
+    s.issued[tag] += nparts  # counted before any part becomes visible to the backend
+    s.acc[A_PARTS_OUT] += nparts
     op = BLKIF_OP_WRITE if s.io_write[tag] else BLKIF_OP_READ
     sec = s.io_sector[tag]
     left = nsect
@@ -590,7 +607,7 @@ def _io_done(s, fi, be, wl, P, tag, t):
     st = s.io_start[tag]
     s.acc[A_COMPLETED] += 1.0
     s.acc[A_AREA] += _clip(st, t, w0, w1)
-    if t >= w0:
+    if t >= w0 and not s.cfg[C_DRAINING]:
         lat = t - st
         s.acc[A_DONE] += 1.0
         s.acc[A_LAT_SUM] += lat
@@ -650,9 +667,21 @@ def _irq_finish(s, fi, be, wl, P, cpu, r, t):
     """After the lock: complete the I/Os the interrupt consumed, then end the task."""
     for k in range(s.irq_ndone[r]):
         tag = s.done_tag[r, k]
-        s.io_parts[tag] -= 1
-        if s.io_parts[tag] == 0:
-            _io_done(s, fi, be, wl, P, tag, t)
+        s.acc[A_PARTS_DONE] += 1.0
+        times = 1
+        if s.cfg[C_INJECT] != INJECT_NONE and s.acc[A_PARTS_DONE] == s.cfg[C_INJECT_AT]:
+            times = 0 if s.cfg[C_INJECT] == INJECT_DROP else 2  # the test hook
+        for _ in range(times):
+            if s.completed[tag] >= s.issued[tag]:  # more completions than issues
+                s.acc[A_DUP] += 1.0
+                s.acc[A_ERR_TAG] = tag
+                s.acc[A_ERR] = 6.0
+                break
+            s.completed[tag] += 1
+            s.acc[A_PARTS_OUT] -= 1.0
+            s.io_parts[tag] -= 1
+            if s.io_parts[tag] == 0:
+                _io_done(s, fi, be, wl, P, tag, t)
     s.irq_ndone[r] = 0
     if s.irq_again[r]:
         s.irq_state[r] = 1
@@ -854,10 +883,16 @@ def _run(s, fi, be, wl, P):
     events = 0
     t = 0
     while s.heap.n[0] > 0 and s.acc[A_ERR] == 0.0:
+        if cfg[C_DRAINING] and s.acc[A_PARTS_OUT] == 0.0:
+            break  # drained: every issued request completed
         t, _, kind, a = heap_pop(s.heap)
         events += 1
         if events == cfg[C_MAX_EVENTS]:
             s.acc[A_ERR] = 4.0
+        if cfg[C_DRAINING]:
+            s.acc[A_DRAIN_EVENTS] += 1.0
+            if t > cfg[C_T_END] + cfg[C_DRAIN_MAX]:
+                break  # what is still outstanding is lost
         if kind == EV_PHASE:
             cpu = a & _CPU_MASK
             if (a >> _GEN_SHIFT) != s.v_gen[cpu]:
@@ -896,6 +931,8 @@ def _run(s, fi, be, wl, P):
         elif kind == EV_BE_WAKE:
             _enqueue(s, fi, be, wl, P, s.ring_be_cpu[a], _I(T_BE), a, _I(0), _I(0), t)
         elif kind == EV_ARRIVAL:
+            if cfg[C_DRAINING]:
+                continue  # the drain: arrivals stop
             tag = _io_alloc(s, t, a)
             if tag < 0:
                 s.acc[A_DROPPED] += 1.0
@@ -918,8 +955,12 @@ def _run(s, fi, be, wl, P):
             _push(s, cfg[C_T_END], _I(EV_END), _I(0))
             _copy2d(s.snap_fs, fi.stats)
             _copy2d(s.snap_bs, be.stats)
-        else:
-            break
+        else:  # EV_END: the window closes; drain what is in flight
+            _copy2d(s.end_fs, fi.stats)
+            _copy2d(s.end_bs, be.stats)
+            s.acc[A_IN_FLIGHT] = _count_in_use(s)
+            s.acc[A_EVENTS] = events
+            cfg[C_DRAINING] = 1
     # close the open intervals at the end of the window
     w0 = cfg[C_T_WARM]
     w1 = cfg[C_T_END]
@@ -931,5 +972,14 @@ def _run(s, fi, be, wl, P):
     for tag in range(s.io_inuse.size):
         if s.io_inuse[tag]:
             s.acc[A_AREA] += _clip(s.io_start[tag], w1, w0, w1)
-    s.acc[A_EVENTS] = events
+    if not cfg[C_DRAINING]:
+        s.acc[A_EVENTS] = events
     return events
+
+
+@kernel
+def _count_in_use(s):
+    n = 0
+    for tag in range(s.io_inuse.size):
+        n += s.io_inuse[tag]
+    return n

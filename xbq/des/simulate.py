@@ -18,6 +18,13 @@ time went, all measured over the window after the warm-up:
   latency), which Little's law says must agree; ``max_ring_occupancy`` (most requests ever
   outstanding on one ring) next to ``ring_size``; ``warmup_s`` (when the window began),
   ``events``, ``wall_s``.
+
+After the window the twin drains, as the native engine does: no job starts another I/O, the
+ones in flight complete, and every driver request is accounted for by its tag (issued vs
+completed), so ``lost`` and ``duplicated`` are counts, not zeros by construction; a run that
+loses or duplicates a request raises :class:`~xbq.errors.XbqError`. The drain happens in
+virtual time after the window and changes no measured column (``in_flight_end`` counts the
+I/Os in flight when the window closed; ``completed`` counts the whole run, drain included).
 """
 
 from __future__ import annotations
@@ -30,12 +37,22 @@ import pandas as pd
 
 from xbq.blkback import BLKBACK_STATS, new_blkback
 from xbq.blkfront import BLKFRONT_STATS, max_sectors, new_blkfront
+from xbq.checks import (
+    MAX_IODEPTH,
+    MAX_JOBS,
+    MAX_QUEUES,
+    MAX_VCPUS,
+    check_int,
+    check_ints,
+    check_seconds,
+    check_seed,
+)
 from xbq.des import engine as E
 from xbq.des._conn import connect
 from xbq.des.params import DesParams
 from xbq.errors import XbqError
 from xbq.hist import hist_quantiles
-from xbq.results import to_frame
+from xbq.results import point_key, to_frame
 from xbq.rng import new_streams
 from xbq.vbd import new_vbd
 from xbq.workload import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, new_workload
@@ -48,6 +65,17 @@ DEV_SECTORS = 8 << 20
 WARMUP_CYCLES = 3
 #: ... but never more than this many virtual seconds past the minimum warm-up.
 WARMUP_MAX_S = 5.0
+#: The drain after the window lasts at most this long (virtual s); what is still in flight
+#: then is lost.
+DRAIN_MAX_S = 10.0
+#: Longest window and warm-up accepted (virtual seconds).
+MAX_DURATION_S = 1000.0
+#: The error codes of the event loop (``acc[A_ERR]``).
+ERRORS = {1: "the event heap is full", 2: "blkif_queue_request refused a request",
+          3: "blkfront saw a protocol error", 4: "the event limit was reached",
+          5: "two pending steps on one CPU (an engine bug)",
+          6: "a request completed more often than it was issued (duplicate completion)"}
+_INJECT = {"drop": 1, "duplicate": 2}
 _FS = {n: i for i, n in enumerate(BLKFRONT_STATS)}
 _BS = {n: i for i, n in enumerate(BLKBACK_STATS)}
 
@@ -72,7 +100,7 @@ def job_placement(jobs: int, vcpus: int, seed: int, random: bool) -> np.ndarray:
 
 
 def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, params,
-           bssplit, rwmixread, rep, max_events=0):
+           bssplit, rwmixread, rep, max_events=0, inject=None):
     p = params
     rings = queues if mode == "mq" else 1
     dom0 = int(p.dom0_vcpus)
@@ -103,10 +131,11 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
     ring_be = vcpus + np.arange(rings) % dom0
     streams = new_streams(seed, 2 * jobs + 1)
     cfg[E.C_MAX_EVENTS] = max_events
-    if warmup_ios is None:
-        warmup_ios = 0 if open_loop else WARMUP_CYCLES * jobs * iodepth
-    cfg[E.C_WARM_IOS] = warmup_ios
+    cfg[E.C_WARM_IOS] = _warmup_ios(warmup_ios, p, jobs, iodepth)
     cfg[E.C_WARM_MAX] = cfg[E.C_WARM_MIN] + int(WARMUP_MAX_S * 1e9)
+    cfg[E.C_DRAIN_MAX] = int(DRAIN_MAX_S * 1e9)
+    if inject is not None:  # test hook: (what, k) drops or duplicates the k-th completion
+        cfg[E.C_INJECT], cfg[E.C_INJECT_AT] = _INJECT[inject[0]], int(inject[1])
     s = E.new_state(cfg, streams, fi.stats.shape, be.stats.shape, job_vcpu, job_ring, ring_irq,
                     ring_be, pcpus=int(p.pcpus))
     P = p.to_array()
@@ -117,16 +146,21 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
     if cfg[E.C_T_WARM] >= E.NEVER and not acc[E.A_ERR]:
         raise XbqError("simulation ended before its warm-up did (no events left)")
     if acc[E.A_ERR]:
-        raise XbqError(f"simulation failed (code {int(acc[E.A_ERR])}: "
-                       "1 event heap full, 2 queue error, 3 protocol error, "
-                       "4 event limit reached, 5 two pending steps on one CPU)")
+        code = int(acc[E.A_ERR])
+        where = f" (I/O tag {int(acc[E.A_ERR_TAG])})" if code == 6 else ""
+        raise XbqError(f"simulation failed: {ERRORS.get(code, f'code {code}')}{where}")
+    lost_tags = np.flatnonzero(s.issued > s.completed)
+    lost = int((s.issued - s.completed)[lost_tags].sum())
+    if lost:
+        raise XbqError(f"{lost} request(s) lost: issued but never completed after a "
+                       f"{DRAIN_MAX_S:g} s drain (first: I/O tag {int(lost_tags[0])})")
     dur = duration
     done = acc[E.A_DONE]
-    fs = fi.stats.sum(axis=0) - s.snap_fs.sum(axis=0)
-    bs = be.stats.sum(axis=0) - s.snap_bs.sum(axis=0)
+    fs = s.end_fs.sum(axis=0) - s.snap_fs.sum(axis=0)
+    bs = s.end_bs.sum(axis=0) - s.snap_bs.sum(axis=0)
     reqs = max(fs[_FS["requests"]], 1)
     q50, q99, q999 = hist_quantiles(s.hist, [0.5, 0.99, 0.999]) / 1e3
-    in_flight = int(s.io_inuse.sum())
+    in_flight = int(acc[E.A_IN_FLIGHT])
     lat_mean = acc[E.A_LAT_SUM] / done if done else float("nan")
     g = slice(0, vcpus)
     d = slice(vcpus, vcpus + dom0)
@@ -141,8 +175,7 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
         "lat_mean_us": lat_mean / 1e3, "lat_p50_us": q50, "lat_p99_us": q99,
         "lat_p999_us": q999, "submitted": int(acc[E.A_SUBMITTED]),
         "completed": int(acc[E.A_COMPLETED]),
-        "lost": int(acc[E.A_SUBMITTED] - acc[E.A_COMPLETED]) - in_flight,
-        "duplicated": 0,
+        "lost": lost, "duplicated": int(acc[E.A_DUP]),
         "notify_fe_per_req": fs[_FS["notify"]] / reqs,
         "notify_be_per_req": bs[_BS["notify"]] / max(bs[_BS["responses"]], 1),
         "ring_full": int(fs[_FS["ring_full"]]),
@@ -167,8 +200,28 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
         "in_flight_end": in_flight, "dropped": int(acc[E.A_DROPPED]),
         "warmup_s": float(cfg[E.C_T_WARM]) / 1e9,
         "events": int(acc[E.A_EVENTS]), "wall_s": wall,
+        "point_key": des_key(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios,
+                             seed, rep, p, bssplit, rwmixread),
     }
     return row
+
+
+def _warmup_ios(warmup_ios, params, jobs, iodepth) -> int:
+    if warmup_ios is not None:
+        return int(warmup_ios)
+    return 0 if params.arrival_ns > 0 else WARMUP_CYCLES * jobs * iodepth
+
+
+def des_key(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, rep,
+            params, bssplit=IOMETER_BSSPLIT, rwmixread=IOMETER_RWMIXREAD) -> str:
+    """The :func:`xbq.results.point_key` of one simulated point (every input of the run)."""
+    return point_key({"engine": "des", "mode": mode, "jobs": int(jobs), "queues": int(queues),
+                      "vcpus": int(vcpus), "iodepth": int(iodepth), "duration": float(duration),
+                      "warmup": float(warmup),
+                      "warmup_ios": _warmup_ios(warmup_ios, params, jobs, iodepth),
+                      "seed": int(seed),
+                      "rep": int(rep), "params": params.to_dict(), "bssplit": bssplit,
+                      "rwmixread": float(rwmixread)})
 
 
 def simulate(mode: str, jobs: int | Sequence[int], queues: int = 16, vcpus: int = 16,
@@ -176,7 +229,7 @@ def simulate(mode: str, jobs: int | Sequence[int], queues: int = 16, vcpus: int 
              params: DesParams | None = None, *, warmup: float | None = None,
              warmup_ios: int | None = None, bssplit: str = IOMETER_BSSPLIT,
              rwmixread: float = IOMETER_RWMIXREAD, rep: int = 0,
-             max_events: int = 0) -> pd.DataFrame:
+             max_events: int = 0, _inject: tuple | None = None) -> pd.DataFrame:
     """Simulate fio's IOmeter job against blkfront/blkback in virtual time.
 
     Parameters
@@ -212,23 +265,30 @@ def simulate(mode: str, jobs: int | Sequence[int], queues: int = 16, vcpus: int 
         One row per ``jobs`` value: :data:`xbq.results.COLUMNS` then the columns listed in
         this module's docstring.
     """
+    p = params if params is not None else DesParams()
+    job_list, wu, wi = check_simulate(mode, jobs, queues, vcpus, iodepth, duration, seed,
+                                      warmup, warmup_ios)
+    rows = [_point(mode, int(j), int(queues), int(vcpus), int(iodepth), float(duration), wu, wi,
+                   int(seed), p, bssplit, rwmixread, rep, int(max_events), _inject)
+            for j in job_list]
+    return to_frame(rows)
+
+
+def check_simulate(mode, jobs, queues, vcpus, iodepth, duration, seed, warmup=None,
+                   warmup_ios=None):
+    """Check :func:`simulate`'s arguments (one line per bad value, before any compilation).
+
+    Returns ``(jobs as a list, warm-up in s, warm-up I/Os or None)``.
+    """
     if mode not in MODES:
         raise XbqError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-    job_list = [jobs] if isinstance(jobs, int | np.integer) else list(jobs)
-    for name, v in (("queues", queues), ("vcpus", vcpus), ("iodepth", iodepth)):
-        if int(v) < 1:
-            raise XbqError(f"{name} must be at least 1, not {v}")
-    if not job_list or min(job_list) < 1:
-        raise XbqError("jobs must be integers >= 1")
-    if not duration > 0:
-        raise XbqError(f"duration must be positive, not {duration}")
-    if int(seed) < 0:
-        raise XbqError("seed must be >= 0")
-    p = params if params is not None else DesParams()
-    wu = max(0.1 * duration, 0.002) if warmup is None else float(warmup)
-    if warmup_ios is not None and int(warmup_ios) < 0:
-        raise XbqError("warmup_ios must be >= 0")
-    wi = None if warmup_ios is None else int(warmup_ios)
-    rows = [_point(mode, int(j), int(queues), int(vcpus), int(iodepth), float(duration), wu, wi,
-                   int(seed), p, bssplit, rwmixread, rep, int(max_events)) for j in job_list]
-    return to_frame(rows)
+    job_list = check_ints("jobs", jobs, 1, MAX_JOBS)
+    check_int("queues", queues, 1, MAX_QUEUES)
+    check_int("vcpus", vcpus, 1, MAX_VCPUS)
+    check_int("iodepth", iodepth, 1, MAX_IODEPTH)
+    duration = check_seconds("duration", duration, MAX_DURATION_S)
+    check_seed(seed)
+    wu = max(0.1 * duration, 0.002) if warmup is None else \
+        check_seconds("warmup", warmup, MAX_DURATION_S, positive=False)
+    wi = None if warmup_ios is None else check_int("warmup_ios", warmup_ios, 0, 1 << 62)
+    return job_list, wu, wi

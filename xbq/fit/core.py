@@ -38,7 +38,9 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
         xv = part[x].to_numpy(float)
         yv = part["iops"].to_numpy(float)
         if np.any(~np.isfinite(yv)) or np.any(yv <= 0):
-            raise XbqError(f"series {s!r}: iops must be positive")
+            raise XbqError(f"series {s!r}: iops must be positive and finite")
+        if np.any(~np.isfinite(xv)):
+            raise XbqError(f"series {s!r}: {x} must be finite")
         if np.any(xv < 1):
             raise XbqError(f"series {s!r}: {x} must be >= 1")
         if spec.integer_x and np.any(xv != np.rint(xv)):
@@ -47,6 +49,8 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
         for i, p in enumerate(spec.params):
             if p.column and p.column in part.columns:
                 vals = pd.to_numeric(part[p.column], errors="coerce").dropna().unique()
+                if not np.all(np.isfinite(vals)):
+                    raise XbqError(f"series {s!r}: column {p.column!r} is not finite")
                 if len(vals) > 1:
                     raise XbqError(f"series {s!r}: column {p.column!r} is not constant")
                 if len(vals) == 1:
@@ -73,9 +77,18 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
         upper = np.array([spec.param(n).upper for n, _ in layout], float)
         prob = Problem(spec, list(group), {s: xs[s] for s in group}, {s: ys[s] for s in group},
                        {s: base[s] for s in group}, layout, lower, upper, weighting)
-        if prob.n < prob.k:
-            raise XbqError(f"{', '.join(group)}: {prob.n} points but {prob.k} free parameters "
-                           f"of {spec.name} ({', '.join(prob.labels)}); fix some with --fix")
+        distinct = sum(np.unique(xs[s]).size for s in group)
+        if distinct < prob.k:
+            raise XbqError(f"{', '.join(group)}: {distinct} distinct {x} value(s) but {prob.k} "
+                           f"free parameters of {spec.name} ({', '.join(prob.labels)}); add "
+                           "points or fix some with --fix")
+        for s in group:
+            own = sum(1 for _, owner in layout if owner == s) \
+                + (sum(1 for _, owner in layout if owner is None) if len(group) == 1 else 0)
+            if np.unique(xs[s]).size < own:
+                raise XbqError(f"series {s!r}: {np.unique(xs[s]).size} distinct {x} value(s) "
+                               f"for {own} parameters of its own; add points or fix some "
+                               "with --fix")
         problems.append(prob)
     return problems
 

@@ -44,6 +44,13 @@ def at_bound(value: float, lower: float, upper: float, scale: float = 0.0) -> bo
                + 1e-300 for b in (lower, upper))
 
 
+def _fmt(v, spec: str = ".4g") -> str:
+    """``v`` formatted, or ``n/a`` when the statistic is missing or not finite."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return format(v, spec)
+
+
 def _r2(y, yhat):
     y, yhat = np.asarray(y, float), np.asarray(yhat, float)
     sst = float(np.sum((y - y.mean()) ** 2))
@@ -262,26 +269,27 @@ class FitResult:
             b = self.bootstrap
             L.append(f"    bootstrap: {b['n']} {b['kind']} resamples, seed {b['seed']}, "
                      f"{b['level']:.0%} percentile intervals")
-        L.append(f"    R² (all points) = {self.r2:.4f}" if self.r2 is not None else "")
+        L.append(f"    R² (all points) = {_fmt(self.r2, '.4f')}")
         for g in self.groups:
             L.append(f"[[Fit statistics]] {' + '.join(g['series'])}")
             L.append(f"    points = {g['n']}, free parameters = {g['k']}, "
-                     f"weighted RSS = {g['rss_w']:.4g}")
-            aicc_text = f"{g['aicc']:.2f}" if g["aicc"] is not None else f"None ({g['aicc_note']})"
-            L.append(f"    AIC = {g['aic']:.2f}, AICc = {aicc_text}" if g["aic"] is not None
-                     else f"    AICc: {g['aicc_note']}")
+                     f"weighted RSS = {_fmt(g['rss_w'])}")
+            aicc_text = _fmt(g["aicc"], ".2f") if g["aicc"] is not None \
+                else f"n/a ({g['aicc_note']})"
+            L.append(f"    AIC = {_fmt(g['aic'], '.2f')}, AICc = {aicc_text}"
+                     if g["aic"] is not None else f"    AICc: {g['aicc_note']}")
             L.append("[[Variables]]")
             ci = g.get("ci")
             for j, label in enumerate(g["labels"]):
                 name = g["free"][j][0]
                 unit = spec.param(name).unit
                 val, se = g["theta"][j], g["stderr"][j]
-                txt = f"    {label:<22} = {val:<12.6g}"
+                txt = f"    {label:<22} = {_fmt(val, '<12.6g')}"
                 if se is not None:
                     rel = f" ({abs(se / val):.1%})" if val else ""
-                    txt += f" +/- {se:<10.4g}{rel}"
+                    txt += f" +/- {_fmt(se, '<10.4g')}{rel}"
                 if ci is not None:
-                    txt += f"  [{ci[j][0]:.4g}, {ci[j][1]:.4g}]"
+                    txt += f"  [{_fmt(ci[j][0])}, {_fmt(ci[j][1])}]"
                 L.append(txt + f"  {unit}")
             fixed = []
             for i, p in enumerate(spec.params):
@@ -307,17 +315,16 @@ class FitResult:
                         L.append(f"    C({a}, {b}) = {v:+.3f}")
         L.append("[[Series]]")
         for s, e in self.series.items():
-            peak = f"peak {e['peak_iops']:.4g} IOPS at {self.x}={e['peak_x']:g}"
+            peak = f"peak {_fmt(e.get('peak_iops'))} IOPS at {self.x}={_fmt(e.get('peak_x'), 'g')}"
             if e.get("peak_ci"):
                 pc = e["peak_ci"]
-                peak += (f" ({self.x} [{pc['x'][0]:g}, {pc['x'][1]:g}], "
-                         f"IOPS [{pc['iops'][0]:.4g}, {pc['iops'][1]:.4g}])")
-            loo = f"{e['loo_rmse']:.4g}" if e.get("loo_rmse") is not None else "n/a"
-            r2 = f"{e['r2']:.4f}" if e["r2"] is not None else "n/a"
-            L.append(f"    {s}: R² = {r2}, RMSE = {e['rmse']:.4g}, LOO RMSE = {loo}; {peak}")
+                peak += (f" ({self.x} [{_fmt(pc['x'][0], 'g')}, {_fmt(pc['x'][1], 'g')}], "
+                         f"IOPS [{_fmt(pc['iops'][0])}, {_fmt(pc['iops'][1])}])")
+            L.append(f"    {s}: R² = {_fmt(e.get('r2'), '.4f')}, RMSE = {_fmt(e.get('rmse'))}, "
+                     f"LOO RMSE = {_fmt(e.get('loo_rmse'))}; {peak}")
             if e.get("forward"):
                 f = e["forward"]
-                errs = ", ".join(f"{x:g}: {r:+.1%}" for x, r in
+                errs = ", ".join(f"{_fmt(x, 'g')}: {_fmt(r, '+.1%')}" for x, r in
                                  zip(f["x"], f["rel_err"], strict=True))
                 blind = f.get("undetermined") or []
                 note = (f" (not determined by the training points: {', '.join(blind)})"

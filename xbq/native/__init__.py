@@ -32,7 +32,7 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
             device="null", ring_page_order=0, lock="ticket", duration=2.0, warmup=0.5, reps=1,
             seed=0, out=None, *, bssplit=None, rwmixread=None, dev_sectors=None,
             backend_max_queues=16, stall_s=3.0, lock_timeout_s=10.0, meta=None,
-            progress=None):
+            progress=None, existing="resume"):
     """Measure IOPS of blkfront/blkback on real threads; one row per (mode, jobs, rep).
 
     Parameters
@@ -63,7 +63,8 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
     seed : int
     out : str or Path, optional
         ``.csv`` or ``.parquet`` file; each point is appended the moment it is measured, with
-        a ``.meta.json`` machine sidecar.
+        a ``.meta.json`` machine sidecar. An existing file is resumed: points already in it
+        (same configuration, by ``point_key``) are not measured again and come back from it.
     bssplit, rwmixread : optional
         Override the workload's block-size split / read percentage.
     dev_sectors, backend_max_queues, stall_s, lock_timeout_s :
@@ -71,7 +72,9 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
     meta : dict, optional
         Extra metadata for the sidecar (the CLI stores its command line).
     progress : callable, optional
-        Called with each row as it is measured.
+        Called with each row as it is measured (or found in ``out``).
+    existing : {"resume", "overwrite", "refuse"}
+        What to do when ``out`` exists (:class:`xbq.results.ResultsStore`).
 
     Points run repetition by repetition, and within one, job count by job count with the
     modes side by side, so that a change in what else runs on the machine hits every series
@@ -89,7 +92,7 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
         Bad arguments (one line), a stalled run, a lock timeout, a lost or duplicated request,
         a data mismatch.
     """
-    from xbq.native.runner import NativeConfig, check_config, run_point
+    from xbq.native.runner import NativeConfig, check_config, config_key, run_point
 
     modes = _as_list(mode, "mode")
     job_list = _as_list(jobs, "jobs")
@@ -120,13 +123,19 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
             "ring_page_order": ring_page_order, "lock": lock, "duration_s": duration,
             "warmup_s": warmup, "reps": reps, "seed": seed}}
         info.update(meta or {})
-        store = ResultsStore(out, info)
+        store = ResultsStore(out, info, existing=existing)
+    done = store.done() if store is not None else set()
+    stored = {r["point_key"]: r for r in store.rows(done)} if done else {}
     rows = []
     for cfg in configs:
-        row = run_point(cfg)
+        key = config_key(cfg)
+        if key in stored:
+            row = stored[key]
+        else:
+            row = run_point(cfg)
+            if store is not None:
+                store.append([row])
         rows.append(row)
-        if store is not None:
-            store.append([row])
         if progress is not None:
             progress(row)
     return to_frame(rows)

@@ -66,6 +66,7 @@ C_ABORT_WHO = 9  # thread index that stopped the run
 C_ABORT_ARG = 10  # ring, tag or sector, by reason
 C_ABORT_ARG2 = 11
 C_DUPS = 16  # duplicate completions seen
+C_SEEN = 24  # driver-request completions handled (for the injection test hook)
 N_CTL = 64
 
 PHASE_WARMUP = 0
@@ -89,9 +90,12 @@ AB_NAMES = {AB_WATCHDOG: "watchdog", AB_LOCK: "lock timeout", AB_PROTOCOL: "prot
             AB_DATA: "data mismatch", AB_PYTHON: "thread exception"}
 
 # --- parameters (int64 vector) ----------------------------------------------------------------
+# NP_INJECT / NP_INJECT_AT: a test hook that drops (1) or duplicates (2) the completion of
+# the NP_INJECT_AT-th driver request the interrupt handlers see.
 (NP_JOBS, NP_RINGS, NP_IODEPTH, NP_MAX_SECTORS, NP_MAX_PIECES, NP_LOCK, NP_TIMEOUT_NS,
- NP_DATA, NP_REGION, NP_SPIN, NP_STALL_RING, NP_STALL_AFTER) = range(12)
-N_NP = 12
+ NP_DATA, NP_REGION, NP_SPIN, NP_STALL_RING, NP_STALL_AFTER, NP_INJECT, NP_INJECT_AT) = range(14)
+N_NP = 14
+INJECT_DROP, INJECT_DUPLICATE = 1, 2
 
 # --- per-thread counters (int64[nr_threads, CNT_WORDS]; a cache line per thread) ------------
 # (no separate I/O count: I/Os = reads + writes, so the window's two snapshots, each copied
@@ -217,7 +221,12 @@ def handle_irq(j, q, fi, nr, phase):
             return _abort(nr, AB_STATUS, j, tag, nr.done_status[j, k])
         if tag < 0 or tag >= nr.issued.size:
             return _abort(nr, AB_BAD_TAG, j, tag, q)
-        if atomic_fetch_add(nr.completed, tag, 1) >= atomic_load(nr.issued, tag):
+        times = 1
+        if P[NP_INJECT] != 0 and atomic_fetch_add(nr.ctl, C_SEEN, 1) + 1 == P[NP_INJECT_AT]:
+            times = 0 if P[NP_INJECT] == INJECT_DROP else 2  # the test hook
+        if times == 0:
+            continue
+        if atomic_fetch_add(nr.completed, tag, times) + times > atomic_load(nr.issued, tag):
             atomic_fetch_add(nr.ctl, C_DUPS, 1)
             return _abort(nr, AB_DUPLICATE, j, tag, q)
         slot = tag // maxp

@@ -32,6 +32,15 @@ from xbq.blkfront import (
     max_sectors,
     new_blkfront,
 )
+from xbq.checks import (
+    MAX_IODEPTH,
+    MAX_NATIVE_JOBS,
+    MAX_QUEUES,
+    MAX_VCPUS,
+    check_int,
+    check_seconds,
+    check_seed,
+)
 from xbq.errors import XbqError
 from xbq.hist import hist_mean, hist_quantiles, new_hist
 from xbq.locks import (
@@ -47,6 +56,7 @@ from xbq.locks import (
     new_mcs_nodes,
 )
 from xbq.native import kernels as K
+from xbq.results import point_key
 from xbq.ring import sring_header
 from xbq.rng import new_streams
 from xbq.vbd import VBD_KINDS, new_vbd
@@ -56,6 +66,8 @@ MODES = ("sq", "mq")
 #: blkback's ``max_queues`` default is the backend domain's online CPUs; negotiate's dom0 has 16.
 DEFAULT_BACKEND_MAX_QUEUES = 16
 DEV_NAME = "1.xvda"  # blkback names its ring threads "<domid>.<devname>-<ring>"
+#: Longest measured window, warm-up or timeout accepted (s): a day.
+MAX_DURATION_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,9 @@ class NativeConfig:
     stall_ring, stall_after : int
         Test hook: the backend thread of ring ``stall_ring`` stops servicing after
         ``stall_after`` requests (-1: never).
+    inject : tuple or None
+        Test hook: ``("drop", k)`` or ``("duplicate", k)`` loses or repeats the completion of
+        the k-th driver request the interrupt handlers see.
     """
 
     mode: str = "mq"
@@ -114,6 +129,7 @@ class NativeConfig:
     spin: int = 200
     stall_ring: int = -1
     stall_after: int = 0
+    inject: tuple | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -121,10 +137,12 @@ def check_config(cfg: NativeConfig) -> None:
     """Refuse a bad point with a one-line :class:`XbqError` before anything is built."""
     if cfg.mode not in MODES:
         raise XbqError(f"unknown mode {cfg.mode!r}; choose sq or mq")
-    for name in ("jobs", "queues", "vcpus", "iodepth"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise XbqError(f"{name} must be an integer >= 1, not {value!r}")
+    check_int("jobs", cfg.jobs, 1, MAX_NATIVE_JOBS)
+    check_int("queues", cfg.queues, 1, MAX_QUEUES)
+    check_int("vcpus", cfg.vcpus, 1, MAX_VCPUS)
+    check_int("iodepth", cfg.iodepth, 1, MAX_IODEPTH)
+    check_int("backend_max_queues", cfg.backend_max_queues, 1, MAX_QUEUES)
+    check_seed(cfg.seed)
     if cfg.mode == "mq":
         if cfg.queues > cfg.backend_max_queues:
             raise XbqError(f"{cfg.queues} queues exceed the backend's maximum of "
@@ -135,13 +153,26 @@ def check_config(cfg: NativeConfig) -> None:
     lock_kind(cfg.lock)
     if cfg.device not in VBD_KINDS:
         raise XbqError(f"unknown device {cfg.device!r}; choose null or ramdisk")
-    if not 0 <= cfg.ring_page_order <= 4:
-        raise XbqError(f"ring page order must be 0..4, not {cfg.ring_page_order}")
-    if not cfg.duration_s > 0 or cfg.warmup_s < 0:
-        raise XbqError("duration must be > 0 s and warm-up >= 0 s")
-    if not cfg.stall_s > 0 or not cfg.lock_timeout_s > 0:
-        raise XbqError("the watchdog and lock timeouts must be > 0 s")
+    check_int("ring page order", cfg.ring_page_order, 0, 4)
+    check_seconds("duration", cfg.duration_s, MAX_DURATION_S)
+    check_seconds("warmup", cfg.warmup_s, MAX_DURATION_S, positive=False)
+    check_seconds("the watchdog timeout", cfg.stall_s, MAX_DURATION_S)
+    check_seconds("the lock timeout", cfg.lock_timeout_s, MAX_DURATION_S)
+    if cfg.dev_sectors is not None:
+        check_int("dev_sectors", cfg.dev_sectors, 1, 1 << 40)
     new_workload(cfg.bssplit, cfg.rwmixread)  # a bad bssplit or rwmixread: one line
+
+
+#: NativeConfig fields that are test hooks or bookkeeping, not part of what is measured.
+_NOT_CONFIG = ("extra", "inject", "stall_ring", "stall_after", "stall_s", "lock_timeout_s")
+
+
+def config_key(cfg: NativeConfig) -> str:
+    """The point's :func:`xbq.results.point_key` (every measured setting, no test hook)."""
+    from dataclasses import asdict
+
+    return point_key({"engine": "native", **{k: v for k, v in asdict(cfg).items()
+                                             if k not in _NOT_CONFIG}})
 
 
 def blk_mq_map_queues(nr_cpus: int, nr_queues: int) -> np.ndarray:
@@ -225,6 +256,10 @@ class _Point:
         params[K.NP_SPIN] = cfg.spin
         params[K.NP_STALL_RING] = cfg.stall_ring
         params[K.NP_STALL_AFTER] = cfg.stall_after
+        if cfg.inject is not None:
+            what, at = cfg.inject
+            params[K.NP_INJECT] = {"drop": K.INJECT_DROP, "duplicate": K.INJECT_DUPLICATE}[what]
+            params[K.NP_INJECT_AT] = int(at)
         ss = np.random.SeedSequence([cfg.seed, cfg.rep])
         streams = new_streams(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)), J)
         ntags = J * D * maxp
@@ -400,12 +435,14 @@ def _run_threads(pt: _Point) -> tuple[dict, dict, float]:
     for th in threads:
         th.start()
     s0 = s1 = None
+    draining = False
     try:
         wait(cfg.warmup_s)
         s0 = pt.snapshot()
         nr.ctl[K.C_PHASE] = K.PHASE_MEASURE
         wait(cfg.duration_s)
         nr.ctl[K.C_PHASE] = K.PHASE_DRAIN
+        draining = failure is None  # a stall found later is a stall of the drain
         s1 = pt.snapshot()
         jobs = threads[pt.R:]
         wait(3600.0, until=lambda: not any(th.is_alive() for th in jobs))
@@ -416,6 +453,12 @@ def _run_threads(pt: _Point) -> tuple[dict, dict, float]:
         for th in threads:
             th.join(timeout=max(10.0, 2 * cfg.lock_timeout_s))
     alive = [th.name for th in threads if th.is_alive()]
+    lost = np.maximum(nr.issued - nr.completed, 0)
+    if failure is not None and draining and lost.any() and nr.ctl[K.C_ABORT] in (
+            0, K.AB_WATCHDOG):
+        raise XbqError(f"{int(lost.sum())} request(s) lost: issued but never completed "
+                       f"(the drain made no progress for {cfg.stall_s:g} s; first: tag "
+                       f"{int(np.flatnonzero(lost)[0])})")
     if failure is not None:
         raise XbqError(failure)
     if errors:
@@ -516,7 +559,7 @@ def _row(pt: _Point, s0: dict, s1: dict, elapsed: float, acct) -> dict:
         "requests_per_be_batch": bs[BS_REQUESTS] / max(bs[BS_BATCHES], 1),
         "cpu_s": cpu, "cpu_util": cpu / dt, "cpu_us_per_io": cpu / max(ios, 1) * 1e6,
         "threads": pt.J + pt.R, "usable_cpus": len(os.sched_getaffinity(0)),
-        "data_verified": pt.data, "elapsed_s": elapsed,
+        "data_verified": pt.data, "elapsed_s": elapsed, "point_key": config_key(cfg),
     }
 
 

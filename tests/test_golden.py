@@ -1,0 +1,61 @@
+"""Today's code reproduces the golden outputs recorded before the state redesign.
+
+``tests/golden/record.py`` wrote them; see its docstring. Discrete-event frames and the
+loopback and handshake outputs must match exactly (the frames as text at 17 significant
+digits, i.e. bit for bit); fitted numbers within 1e-9 relative, since numpy's linear algebra
+may round differently on another CPU.
+"""
+
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+sys.path.insert(0, str(GOLDEN))
+import record  # noqa: E402
+
+
+def test_des_frames_bit_for_bit():
+    buf = io.StringIO()
+    record.des_frames().to_csv(buf, index=False, float_format="%.17g")
+    want = (GOLDEN / "des.csv").read_text().splitlines()
+    got = buf.getvalue().splitlines()
+    assert got[0] == want[0], "columns differ"
+    bad = [(w.split(",")[-1], i) for i, (g, w) in enumerate(zip(got, want, strict=True))
+           if g != w]
+    assert not bad, f"frames differ for {bad[:5]}"
+
+
+def test_loopback_outputs():
+    want = json.loads((GOLDEN / "loopback.json").read_text())
+    assert json.loads(json.dumps(record.loopbacks(), sort_keys=True)) == want
+
+
+def test_handshake_outputs():
+    want = json.loads((GOLDEN / "negotiate.json").read_text())
+    assert json.loads(json.dumps(record.handshakes(), sort_keys=True)) == want
+
+
+def _close(a, b, path="fit"):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12), \
+            path
+    else:
+        assert a == b, path
+
+
+def test_fit_outputs():
+    want = json.loads((GOLDEN / "fit.json").read_text())
+    _close(json.loads(json.dumps(record.fits(), sort_keys=True)), want)

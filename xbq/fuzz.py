@@ -172,7 +172,12 @@ class BackendFuzz:
         self.prod = start & MASK32  # the guest's req_prod_pvt
         self.cons_seen = start & MASK32  # blkback's req_cons at the last check
         self.rsp_seen = start & MASK32  # blkback's rsp_prod_pvt at the last check
-        self.outstanding = Counter()  # (id, op, indirect_op, write range) still owed
+        # Requests owed a response, counted by (id, the operation the response must carry),
+        # and the write ranges of every such request consumed since the count was last 0. A
+        # response cannot say which of two requests with the same id it answers, so its
+        # write may land in the range of any of them (ids are unique in practice).
+        self.outstanding = Counter()
+        self.spans: dict[tuple, list] = {}
         self.halted = False
         self.writable = set()  # frames ever granted writable to the backend
         self.ring_pins = int(conn.front.gnttab.pin.sum())
@@ -268,8 +273,10 @@ class BackendFuzz:
                 "pages": self.conn.front.pages.copy(),
                 "shared": self.conn.front.gnttab.shared.copy()}
 
-    def _request_summary(self, slot: np.ndarray, before: dict) -> tuple:
-        """(id, op, indirect_op, write range) of a consumed request, from blkback's copy."""
+    @staticmethod
+    def _request_summary(slot: np.ndarray) -> tuple:
+        """``((id, response operation), write range or None)`` of a consumed request, from
+        blkback's copy: an indirect request is answered with its ``indirect_op``."""
         op = int(slot[REQ_OFF_OPERATION])
         rid = _u64(slot, REQ_OFF_ID)
         sector = _u64(slot, REQ_OFF_SECTOR_NUMBER)
@@ -283,7 +290,7 @@ class BackendFuzz:
             span = (sector, sector + 8 * int(slot[REQ_OFF_NR_SEGMENTS]))
         elif op == BLKIF_OP_DISCARD:
             span = (sector, sector + _u64(slot, DISC_OFF_NR_SECTORS))
-        return rid, op, real, span
+        return (rid, real), span
 
     def check(self, before: dict, rc: int | None) -> None:
         """Every invariant of one step (see the module docstring); raises :class:`Violation`."""
@@ -304,8 +311,9 @@ class BackendFuzz:
         for k in range(consumed):
             idx = (self.cons_seen + k) & (self.nr_ents - 1)
             off = SRING_RING_OFFSET + idx * BLKIF_RING_ENTRY_SIZE
-            self.outstanding[self._request_summary(
-                before["sring"][off:off + BLKIF_RING_ENTRY_SIZE], before)] += 1
+            key, span = self._request_summary(before["sring"][off:off + BLKIF_RING_ENTRY_SIZE])
+            self.outstanding[key] += 1
+            self.spans.setdefault(key, []).append(span)
         self.stats["consumed"] += consumed
         answered = (rsp - self.rsp_seen) & MASK32
         if answered > self.nr_ents:
@@ -317,19 +325,18 @@ class BackendFuzz:
             rid = _u64(self.sring, off + RSP_OFF_ID)
             op = int(self.sring[off + RSP_OFF_OPERATION])
             status = _i16(self.sring, off + RSP_OFF_STATUS)
-            match = [key for key in self.outstanding if key[0] == rid and op in key[1:3]]
-            if not match:
+            key = (rid, op)
+            if not self.outstanding[key]:
                 raise Violation(f"response id {rid} op {op} status {status} answers no "
                                 "consumed request (or answers one twice)")
-            key = match[0]
-            self.outstanding[key] -= 1
-            if not self.outstanding[key]:
-                del self.outstanding[key]
             if status not in STATUS_NAMES:
                 raise Violation(f"response id {rid} has status {status}")
             self.stats["rsp_" + STATUS_NAMES[status]] += 1
-            if status == BLKIF_RSP_OKAY and key[3] is not None:
-                allowed.append(key[3])
+            if status == BLKIF_RSP_OKAY:
+                allowed += [span for span in self.spans[key] if span is not None]
+            self.outstanding[key] -= 1
+            if not self.outstanding[key]:
+                del self.outstanding[key], self.spans[key]
         in_flight = (cons - rsp) & MASK32
         if in_flight > self.nr_ents:
             raise Violation(f"{in_flight} requests in flight (ring size {self.nr_ents})")
@@ -379,7 +386,7 @@ class BackendFuzz:
         if self.outstanding:
             key = next(iter(self.outstanding))
             raise Violation(f"{sum(self.outstanding.values())} consumed request(s) never "
-                            f"answered (first: id {key[0]}, op {key[1]})")
+                            f"answered (first: id {key[0]}, operation {key[1]})")
         rs = be.ring_state[0]
         if int(rs[BR_INFLIGHT]) != 0 or int(rs[BR_PENDING_FREE]) != self.nr_ents:
             raise Violation(f"idle ring holds {self.nr_ents - int(rs[BR_PENDING_FREE])} "

@@ -32,12 +32,12 @@
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from xbq.datasets import load_seed
-from xbq.des.params import load_params
-from xbq.des.simulate import simulate
+from xbq.engines.des.params import load_params
+from xbq.engines.des.simulate import simulate
 from xbq.fit import fit
-from xbq.paths import data_dir
-from xbq.plots import plot_fits, plot_iops
+from xbq.study.datasets import load_seed
+from xbq.study.paths import data_dir
+from xbq.study.plots import plot_fits, plot_iops
 
 SERIES = {"sq": "single_ring", "mq": "multi_ring"}
 seed = load_seed()

@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from xbq.datasets import load_seed
 from xbq.fit import compare
 from xbq.fit.compare import markdown_table
 from xbq.models import ld_mva, ld_mva_textbook
+from xbq.study.datasets import load_seed
 
 OUT = Path(os.environ.get("XBQ_FIGURES", "out/fit_models"))
 OUT.mkdir(parents=True, exist_ok=True)

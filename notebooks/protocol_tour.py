@@ -25,19 +25,13 @@
 import numpy as np
 import pandas as pd
 
-from xbq.abi import BLKIF_OP_READ, BLKIF_OP_WRITE, REQUEST_DTYPE, RESPONSE_DTYPE, ring_size
-from xbq.blkback import blkback_stats, do_block_io_op, new_blkback
-from xbq.blkfront import (
-    blkfront_stats,
-    blkif_interrupt,
-    blkif_queue_request,
-    flush_requests,
-    new_blkfront,
-)
-from xbq.loopback import loopback
-from xbq.ring import sring_header
-from xbq.vbd import new_vbd
-from xbq.xenbus import negotiate
+from xbq.blkif.blkback import new_blkback
+from xbq.blkif.blkfront import new_blkfront
+from xbq.blkif.loopback import loopback
+from xbq.blkif.negotiate import negotiate
+from xbq.blkif.vbd import new_vbd
+from xbq.xen.abi import BLKIF_OP_READ, BLKIF_OP_WRITE, REQUEST_DTYPE, RESPONSE_DTYPE, ring_size
+from xbq.xen.ring import sring_header
 
 # %% [markdown]
 # ## 1. The handshake
@@ -60,18 +54,24 @@ pd.Series({order: ring_size(order) for order in range(5)}, name="slots")
 # ## 2. One request, byte by byte
 #
 # Queue a 4 KiB write on ring 0 and look at the slot as the `blkif_request` structure.
+# Each driver keeps its state as the kernel does, one record per lifetime: blkfront a
+# `blkfront_info` for the device, a `blkfront_ring_info` per ring (`fe.rinfo`), a
+# `blk_shadow` per slot; blkback a `xen_blkif`, a `xen_blkif_ring` per ring (`be.rings`),
+# a `pending_req` per slot. The shared ring itself lies in the guest's memory.
 
 # %%
-fi = new_blkfront(conn)
+fe = new_blkfront(conn)
 be = new_blkback(conn, new_vbd("ramdisk", 1 << 16))
 buf = conn.front.alloc_pages(2)
 conn.front.pages[buf] = np.frombuffer(b"xbq!" * 1024, np.uint8)
-rid = blkif_queue_request(fi, 0, BLKIF_OP_WRITE, 2048, 8, buf, 1)
-slot = conn.rings[0].sring[64:64 + 112].copy()
+rid = fe.queue_request(0, BLKIF_OP_WRITE, 2048, 8, buf, 1)
+slot = fe.sring(0)[64:64 + 112].copy()
 req = slot.view(REQUEST_DTYPE)[0]
 print("id", req["id"], "op", req["operation"], "nr_segments", req["nr_segments"],
       "sector", req["sector_number"], "first segment", req["seg"][0])
-print("shared indices before the push:", sring_header(conn.rings[0].sring))
+print("shared indices before the push:", sring_header(fe.sring(0)))
+pd.DataFrame(fe.rinfo[["req_prod_pvt", "rsp_cons", "evtchn", "shadow_free", "gnt_count",
+                       "persistent_gnts_c"]])
 
 # %% [markdown]
 # `flush_requests` publishes `req_prod` and notifies the backend because `req_event` (1)
@@ -79,22 +79,22 @@ print("shared indices before the push:", sring_header(conn.rings[0].sring))
 # ramdisk and answers; the frontend completes.
 
 # %%
-print("notified backend:", flush_requests(fi, 0))
-print("backend returns", do_block_io_op(be, 0), "(0: idle, event re-armed)")
-tags, status = np.zeros(64, np.int64), np.zeros(64, np.int64)
-print("completed", blkif_interrupt(fi, 0, tags, status), "tag", tags[0], "status", status[0])
-print("shared indices after:", sring_header(conn.rings[0].sring))
-rsp = conn.rings[0].sring[64:64 + 16].copy().view(RESPONSE_DTYPE)[0]
+print("notified backend:", fe.flush_requests(0))
+print("backend returns", be.do_block_io_op(0), "(0: idle, event re-armed)")
+n, tags, status = fe.interrupt(0)
+print("completed", n, "tag", tags[0], "status", status[0])
+print("shared indices after:", sring_header(fe.sring(0)))
+rsp = fe.sring(0)[64:64 + 16].copy().view(RESPONSE_DTYPE)[0]
 print("response in the same slot:", rsp)
 
 # %% [markdown]
 # Read it back into another page: the bytes went through the grant to the ramdisk and back.
 
 # %%
-blkif_queue_request(fi, 0, BLKIF_OP_READ, 2048, 8, buf + 1, 2)
-flush_requests(fi, 0)
-do_block_io_op(be, 0)
-blkif_interrupt(fi, 0, tags, status)
+fe.queue_request(0, BLKIF_OP_READ, 2048, 8, buf + 1, 2)
+fe.flush_requests(0)
+be.do_block_io_op(0)
+fe.interrupt(0)
 print(bytes(conn.front.pages[buf + 1, :16]), np.array_equal(conn.front.pages[buf],
                                                             conn.front.pages[buf + 1]))
 
@@ -106,7 +106,7 @@ print(bytes(conn.front.pages[buf + 1, :16]), np.array_equal(conn.front.pages[buf
 # anything it names.
 
 # %%
-sring = conn.rings[0].sring
+sring = fe.sring(0)
 idx = sring_header(sring)["req_prod"]
 off = 64 + (idx % conn.nr_ents) * 112
 bad = np.zeros(1, REQUEST_DTYPE)
@@ -114,9 +114,9 @@ bad["operation"], bad["nr_segments"], bad["id"] = BLKIF_OP_READ, 1, 77
 bad["seg"][0, 0] = (conn.front.grant(0, buf), 0, 9)
 sring[off:off + 112] = bad.view(np.uint8)
 sring[0:4] = np.array([idx + 1], np.uint32).view(np.uint8)  # publish req_prod
-do_block_io_op(be, 0)
+be.do_block_io_op(0)
 print(sring[off:off + 16].copy().view(RESPONSE_DTYPE)[0])
-print({k: v for k, v in blkback_stats(be).items() if k in ("requests", "responses", "errors")})
+print({k: v for k, v in be.stats().items() if k in ("requests", "responses", "errors")})
 
 # %% [markdown]
 # ## 4. Batching and notifications
@@ -141,5 +141,5 @@ pd.DataFrame(rows)
 # The counters of the devices used above:
 
 # %%
-pd.DataFrame({"blkfront": pd.Series(blkfront_stats(fi)),
-              "blkback": pd.Series(blkback_stats(be))}).astype("Int64")
+pd.DataFrame({"blkfront": pd.Series(fe.stats()),
+              "blkback": pd.Series(be.stats())}).astype("Int64")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from xbq import abi
+from xbq.xen import abi
 
 
 @pytest.mark.parametrize("field, offset", [

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-import xbq.atomic as atomic
-from xbq.atomic import (
+import xbq.xen.atomic as atomic
+from xbq.xen.atomic import (
     atomic_cas,
     atomic_fetch_add,
     atomic_load,

@@ -4,7 +4,7 @@ no traceback, nothing compiled or written."""
 import pytest
 
 from xbq.cli import main
-from xbq.paths import seed_csv
+from xbq.study.paths import seed_csv
 
 
 def run(argv, capsys):

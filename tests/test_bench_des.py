@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from xbq.datasets import load_seed
-from xbq.des.params import DesParams, load_params
-from xbq.paths import data_dir
+from xbq.engines.des.params import DesParams, load_params
+from xbq.study.datasets import load_seed
+from xbq.study.paths import data_dir
 
 
 def _calibrated():
@@ -98,29 +98,37 @@ def _simpy_pipeline(jobs=16, vcpus=16, iodepth=64, until_ns=10_000_000, p=None):
 
 
 def test_bench_des_speed_and_simpy():
-    from xbq.des.simulate import simulate
+    """Five rounds, the twin and SimPy side by side in each; the ratio of each round, their
+    median and the ratio of the best rounds. On a VM that reclaims idle memory (DAMON), a run
+    that touches pages the host took back pays ~1 ms per fault: an outlier, not the engine."""
+    from xbq.engines.des.simulate import simulate
 
     t0 = time.perf_counter()
     p = _calibrated()
     simulate("mq", 16, duration=0.001, params=p)
     first = time.perf_counter() - t0
-    # 1 virtual second: the warm-up (3 x 16 x 64 I/Os, a few ms) is a negligible share of wall_s
-    df = simulate("mq", 16, duration=1.0, params=p)
-    row = df.iloc[0]
-    req_s = row.completed / row.wall_s
-    ev_s = row.events / row.wall_s
-    n, ev, wall = _simpy_pipeline(p=p)
-    simpy_ev_s = ev / wall
-    print(f"\nDES mq 16 jobs: {row.completed:.0f} requests, {row.events:.0f} events in "
-          f"{row.wall_s:.2f} s: {req_s:,.0f} req/s, {ev_s:,.0f} events/s "
-          f"(first call incl. compile or cache load: {first:.1f} s)")
-    print(f"SimPy same pipeline: {n} requests, {ev} events in {wall:.2f} s: "
-          f"{n / wall:,.0f} req/s, {simpy_ev_s:,.0f} events/s; DES/SimPy events/s = "
-          f"{ev_s / simpy_ev_s:.0f}x, req/s = {req_s / (n / wall):.0f}x")
+    ratios, best_des, best_simpy = [], 0.0, 0.0
+    print(f"\n(first call incl. compile or cache load: {first:.1f} s)")
+    for rnd in range(5):
+        # 2 virtual seconds: the warm-up (3 x 16 x 64 I/Os, a few ms) is a negligible share
+        row = simulate("mq", 16, duration=2.0, params=p).iloc[0]
+        req_s = row.completed / row.wall_s
+        ev_s = row.events / row.wall_s
+        n, ev, wall = _simpy_pipeline(p=p)
+        ratios.append(req_s / (n / wall))
+        best_des, best_simpy = max(best_des, req_s), max(best_simpy, n / wall)
+        print(f"round {rnd}: DES mq 16 jobs {row.completed:.0f} requests, {row.events:.0f} "
+              f"events in {row.wall_s:.2f} s: {req_s:,.0f} req/s, {ev_s:,.0f} events/s; "
+              f"SimPy same pipeline {n} requests, {ev} events in {wall:.2f} s: "
+              f"{n / wall:,.0f} req/s, {ev / wall:,.0f} events/s; DES/SimPy req/s = "
+              f"{ratios[-1]:.0f}x, events/s = {ev_s / (ev / wall):.0f}x")
+    print(f"DES/SimPy simulated requests per second: median of rounds "
+          f"{sorted(ratios)[2]:.0f}x; best DES {best_des:,.0f} req/s over best SimPy "
+          f"{best_simpy:,.0f} req/s = {best_des / best_simpy:.0f}x")
 
 
 def test_bench_seed_sweep():
-    from xbq.des.simulate import simulate
+    from xbq.engines.des.simulate import simulate
 
     seed = load_seed()
     p = _calibrated()

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from xbq.datasets import load_seed
 from xbq.fit import compare, fit
 from xbq.models import MODELS
+from xbq.study.datasets import load_seed
 
 
 @pytest.mark.benchmark

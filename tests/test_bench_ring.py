@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from xbq.loopback import loopback
-from xbq.xenbus import negotiate
+from xbq.blkif.loopback import loopback
+from xbq.blkif.negotiate import negotiate
 
 pytestmark = pytest.mark.benchmark
 

@@ -4,7 +4,12 @@ backend's answer to every malformed request a malicious frontend can put on the 
 import numpy as np
 import pytest
 
-from xbq.abi import (
+from xbq.blkif.blkback import EACCES, new_blkback
+from xbq.blkif.blkfront import BLKIF_QUEUE_BUSY, BLKIF_QUEUE_DISCONNECTED, new_blkfront
+from xbq.blkif.negotiate import negotiate
+from xbq.blkif.vbd import new_vbd
+from xbq.errors import XbqError
+from xbq.xen.abi import (
     BLKIF_OP_DISCARD,
     BLKIF_OP_FLUSH_DISKCACHE,
     BLKIF_OP_INDIRECT,
@@ -29,35 +34,9 @@ from xbq.abi import (
     SEG_OFF_LAST_SECT,
     SEG_SIZE,
 )
-from xbq.blkback import EACCES, blkback_stats, do_block_io_op, new_blkback
-from xbq.blkfront import (
-    BLKIF_QUEUE_BUSY,
-    BLKIF_QUEUE_DISCONNECTED,
-    blkfront_stats,
-    blkif_interrupt,
-    blkif_queue_request,
-    flush_requests,
-    max_sectors,
-    new_blkfront,
-)
-from xbq.errors import XbqError
-from xbq.grant import DOMID_BACKEND
-from xbq.ring import (
-    MASK32,
-    REQ_PROD,
-    RSP_PROD,
-    get_i16,
-    get_u8,
-    get_u64,
-    put_u8,
-    put_u16,
-    put_u32,
-    put_u64,
-    sring_get,
-    sring_set,
-)
-from xbq.vbd import new_vbd
-from xbq.xenbus import negotiate
+from xbq.xen.grant import DOMID_BACKEND
+from xbq.xen.memory import MASK32, get_i16, get_u8, get_u64, put_u8, put_u16, put_u32, put_u64
+from xbq.xen.ring import REQ_PROD, RSP_PROD, sring_get, sring_set
 
 DISK_SECTORS = 1 << 16
 
@@ -81,14 +60,14 @@ def io(fi, be, r, op, pfn, sector, nsect, tag):
     """Queue one I/O (split at max_sectors), let the backend serve it, complete it."""
     tags, statuses = np.zeros(512, np.int64), np.zeros(512, np.int64)
     done = []
-    maxs = max_sectors(fi)
+    maxs = fi.max_sectors
     while nsect > 0:
         n = min(nsect, maxs)
-        rid = blkif_queue_request(fi, r, op, sector, n, pfn, tag)
+        rid = fi.queue_request(r, op, sector, n, pfn, tag)
         assert rid >= 0, rid
-        flush_requests(fi, r)
-        assert do_block_io_op(be, r) == 0
-        k = blkif_interrupt(fi, r, tags, statuses)
+        fi.flush_requests(r)
+        assert be.do_block_io_op(r) == 0
+        k = fi.interrupt(r, tags, statuses)[0]
         done += list(zip(tags[:k], statuses[:k], strict=True))
         sector, pfn, nsect = sector + n, pfn + n // 8, nsect - n
     return done
@@ -112,7 +91,7 @@ def test_data_round_trip_through_grants(persistent, indirect, order):
         done = io(fi, be, r, BLKIF_OP_READ, dst, sector, npages * 8, 200 + r)
         assert all(t == 200 + r and s == BLKIF_RSP_OKAY for t, s in done)
         np.testing.assert_array_equal(conn.front.pages[dst:dst + npages], data)
-    fs, bs = blkfront_stats(fi), blkback_stats(be)
+    fs, bs = fi.stats(), be.stats()
     assert fs["requests"] == fs["responses"] == bs["responses"] == bs["requests"]
     assert bs["errors"] == 0
     assert (fs["indirect_requests"] > 0) == indirect
@@ -120,8 +99,8 @@ def test_data_round_trip_through_grants(persistent, indirect, order):
         assert bs["persistent_hits"] > 0 and bs["unmap_ops"] == 0
     else:
         assert bs["persistent_hits"] == 0 and bs["map_ops"] == bs["unmap_ops"] > 0
-        g = conn.front.stats()  # the hypervisor's view: only the ring pages stay mapped
-        assert g["map_ops"] - g["unmap_ops"] == conn.nr_rings << conn.ring_page_order
+        pins = int(conn.front.active["pin"].sum())  # the hypervisor's view: only the ring
+        assert pins == conn.nr_rings << conn.ring_page_order  # pages stay mapped
 
 
 def test_partial_page_segments_move_only_their_sectors():
@@ -144,9 +123,9 @@ def test_ring_full_is_busy_not_an_error():
     fi, _ = devices(conn)
     page = conn.front.alloc_pages(1)
     n = conn.nr_ents
-    ids = [blkif_queue_request(fi, 0, BLKIF_OP_READ, 8 * k, 8, page, k) for k in range(n)]
+    ids = [fi.queue_request(0, BLKIF_OP_READ, 8 * k, 8, page, k) for k in range(n)]
     assert sorted(ids) == list(range(n))
-    assert blkif_queue_request(fi, 0, BLKIF_OP_READ, 0, 8, page, 99) == BLKIF_QUEUE_BUSY
+    assert fi.queue_request(0, BLKIF_OP_READ, 0, 8, page, 99) == BLKIF_QUEUE_BUSY
 
 
 def test_notifications_are_batched_by_the_event_indices():
@@ -155,15 +134,15 @@ def test_notifications_are_batched_by_the_event_indices():
     fi, be = devices(conn, kind="null")
     page = conn.front.alloc_pages(1)
     for k in range(8):
-        blkif_queue_request(fi, 0, BLKIF_OP_READ, 8 * k, 8, page, k)
-    assert flush_requests(fi, 0)  # the backend armed req_event at 1: notified
+        fi.queue_request(0, BLKIF_OP_READ, 8 * k, 8, page, k)
+    assert fi.flush_requests(0)  # the backend armed req_event at 1: notified
     for k in range(8, 16):
-        blkif_queue_request(fi, 0, BLKIF_OP_READ, 8 * k, 8, page, k)
-    assert not flush_requests(fi, 0)  # the backend has not slept since: no notification
-    assert do_block_io_op(be, 0) == 0
-    assert blkback_stats(be)["notify"] == 1  # one notification for the 16 responses
+        fi.queue_request(0, BLKIF_OP_READ, 8 * k, 8, page, k)
+    assert not fi.flush_requests(0)  # the backend has not slept since: no notification
+    assert be.do_block_io_op(0) == 0
+    assert be.stats()["notify"] == 1  # one notification for the 16 responses
     tags, st = np.zeros(64, np.int64), np.zeros(64, np.int64)
-    assert blkif_interrupt(fi, 0, tags, st) == 16
+    assert fi.interrupt(0, tags, st)[0] == 16
     assert sorted(tags[:16]) == list(range(16))
 
 
@@ -229,7 +208,7 @@ class Evil:
     def push(self):
         self.prod = (self.prod + 1) & MASK32
         sring_set(self.sring, REQ_PROD, self.prod)
-        rc = do_block_io_op(self.be, 0)
+        rc = self.be.do_block_io_op(0)
         return rc, self.responses()
 
     def responses(self):
@@ -269,7 +248,7 @@ def test_invalid_rw_gets_one_error_response(case, persistent):
     # the ring keeps working: a good request after the bad one succeeds
     rc, rsps = evil.request(id=7)
     assert rsps == [(7, BLKIF_OP_READ, BLKIF_RSP_OKAY)]
-    bs = blkback_stats(evil.be)
+    bs = evil.be.stats()
     assert bs["requests"] == bs["responses"] == 2 and bs["errors"] == 1
 
 
@@ -325,10 +304,10 @@ def test_bogus_producer_index_halts_only_that_ring():
     n = conn.nr_ents
     sring = conn.rings[0].sring
     sring_set(sring, REQ_PROD, n + 1)  # more requests than the ring holds
-    assert do_block_io_op(be, 0) == -EACCES
+    assert be.do_block_io_op(0) == -EACCES
     assert sring_get(sring, RSP_PROD) == 0  # nothing answered from a bogus ring
-    assert do_block_io_op(be, 0) == -EACCES  # halted for good
-    assert blkback_stats(be)["bogus"] == 1
+    assert be.do_block_io_op(0) == -EACCES  # halted for good
+    assert be.stats()["bogus"] == 1
     page = conn.front.alloc_pages(1)
     assert io(fi, be, 1, BLKIF_OP_READ, page, 0, 8, 5) == [(5, BLKIF_RSP_OKAY)]
 
@@ -340,8 +319,8 @@ def _one_request(kind="null"):
     conn = connect(indirect=False)
     fi, be = devices(conn, kind=kind)
     page = conn.front.alloc_pages(1)
-    rid = blkif_queue_request(fi, 0, BLKIF_OP_READ, 0, 8, page, 11)
-    flush_requests(fi, 0)
+    rid = fi.queue_request(0, BLKIF_OP_READ, 0, 8, page, 11)
+    fi.flush_requests(0)
     return conn, fi, be, rid
 
 
@@ -362,10 +341,10 @@ def test_frontend_rejects_a_broken_backend(tamper):
     prod = {"duplicate response": 2, "producer overflow": conn.nr_ents + 1}.get(tamper, 1)
     sring_set(sring, RSP_PROD, prod)
     tags, st = np.zeros(64, np.int64), np.zeros(64, np.int64)
-    assert blkif_interrupt(fi, 0, tags, st) == -1
-    assert blkfront_stats(fi)["responses"] == 0 or tamper == "duplicate response"
+    assert fi.interrupt(0, tags, st)[0] == -1
+    assert fi.stats()["responses"] == 0 or tamper == "duplicate response"
     page = conn.front.alloc_pages(1)
-    assert blkif_queue_request(fi, 0, BLKIF_OP_READ, 0, 8, page, 12) == BLKIF_QUEUE_DISCONNECTED
+    assert fi.queue_request(0, BLKIF_OP_READ, 0, 8, page, 12) == BLKIF_QUEUE_DISCONNECTED
 
 
 def test_blkfront_refuses_an_unconnected_device():
@@ -381,10 +360,10 @@ def test_blkfront_refuses_an_unconnected_device():
 
 
 def _bad_frame_grant(evil, frame, readonly=False):
-    from xbq.grant import GTF_permit_access, GTF_readonly
+    from xbq.xen.grant import GTF_permit_access, GTF_readonly
 
     ref = evil.conn.front.grant(DOMID_BACKEND, evil.page)
-    e = evil.conn.front.gnttab.shared[ref]
+    e = evil.conn.front.shared[ref]
     e["frame"] = frame
     e["flags"] = GTF_permit_access | (GTF_readonly if readonly else 0)
     return ref

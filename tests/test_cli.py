@@ -34,8 +34,9 @@ def test_errors_are_one_line_exit_1(capsys, tmp_path):
     assert main(["seed", str(tmp_path / "missing.csv")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("xbq seed: error:")
-    assert main(["ring", "--batch", "64", "--no-indirect"]) == 1  # cannot fit in the ring
-    assert "more than the ring" in capsys.readouterr().err
+    assert main(["ring", "--ios", "10", "--bssplit", "4k/60"]) == 1  # shares sum to 60 %
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("xbq ring: error:") and "bssplit" in err
 
 
 def test_no_command_prints_help():

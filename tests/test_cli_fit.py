@@ -5,7 +5,7 @@ import json
 import pytest
 
 from xbq.cli import main
-from xbq.paths import seed_csv
+from xbq.study.paths import seed_csv
 
 
 def run(capsys, *argv):

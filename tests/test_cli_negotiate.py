@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from xbq import xenbus
+from xbq.blkif import negotiate as xenbus
 from xbq.cli import main
 from xbq.cli import negotiate as cli_negotiate
 

@@ -3,7 +3,8 @@
 import json
 
 from xbq.cli import main
-from xbq.results import COLUMNS
+from xbq.engines.schema import COLUMNS
+from xbq.study.datasets import load_seed
 
 
 def test_simulate_json_rows(capsys):
@@ -34,7 +35,7 @@ def test_simulate_params_file_errors_are_one_line(tmp_path, capsys):
 
 
 def test_simulate_reads_calibrated_params(capsys):
-    from xbq.paths import data_dir
+    from xbq.study.paths import data_dir
 
     path = data_dir() / "calibrated" / "des-params.json"
     rc = main(["simulate", "--jobs", "1", "--duration", "0.002", "--params", str(path),
@@ -53,9 +54,10 @@ def test_calibrate_json_shape(capsys):
 
 
 def test_calibrate_tries_each_machine_and_keeps_the_best():
-    from xbq.des.calibrate import calibrate
+    from xbq.engines.des.calibrate import calibrate
 
-    out = calibrate(fit=("submit_ns",), machines=[{"pcpus": 0.0}, {"pcpus": 4.0}],
+    out = calibrate(load_seed(), fit=("submit_ns",),
+                    machines=[{"pcpus": 0.0}, {"pcpus": 4.0}],
                     fit_requests=300, max_nfev=2, final_requests=500)
     assert [m["fixed"] for m in out["machines"]] == [{"pcpus": 0.0}, {"pcpus": 4.0}]
     best = min(out["machines"], key=lambda m: m["cost"])
@@ -91,7 +93,7 @@ def test_calibrate_bad_arguments_one_line(capsys):
 
 
 def test_calibrate_progress_on_a_table_of_fewer_than_seven_points(tmp_path, capsys):
-    from xbq.paths import seed_csv
+    from xbq.study.paths import seed_csv
 
     small = tmp_path / "small.csv"
     small.write_text("".join(seed_csv().read_text().splitlines(keepends=True)[:5]))
@@ -105,17 +107,17 @@ def test_calibrate_progress_on_a_table_of_fewer_than_seven_points(tmp_path, caps
 def test_calibrate_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     """A killed calibration keeps every machine setting already fitted: the rerun takes them
     from ``OUT.partial.jsonl`` and gives the same result."""
-    import xbq.des.calibrate as C
-    from xbq.des.calibrate import calibrate
+    import xbq.engines.des.calibrate as C
+    from xbq.engines.des.calibrate import calibrate
 
     ck = tmp_path / "c.partial.jsonl"
     kw = dict(fit=("submit_ns",), machines=[{"pcpus": 0.0}, {"pcpus": 0.0, "dom0_vcpus": 8.0}],
               fit_requests=300, max_nfev=2, final_requests=400, checkpoint=ck)
-    first = calibrate(**kw)
+    first = calibrate(load_seed(), **kw)
     assert len(ck.read_text().splitlines()) == 2
     with ck.open("a") as fh:
         fh.write('{"key": "torn')  # a killed run's last line
     monkeypatch.setattr(C, "_fit_one", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
-    again = calibrate(**kw)
+    again = calibrate(load_seed(), **kw)
     assert all(m["resumed"] for m in again["machines"])
     assert again["params"] == first["params"] and again["points"] == first["points"]

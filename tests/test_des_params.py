@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from xbq.des.params import FIELDS, DesParams, describe, load_params, textbook
+from xbq.engines.des.params import FIELDS, DesParams, describe, load_params, textbook
 from xbq.errors import XbqError
 
 
@@ -13,7 +13,8 @@ def test_every_parameter_is_documented_with_unit_and_bounds():
     for d in describe():
         assert d["doc"] and d["min"] <= d["default"] <= d["max"], d["name"]
         assert d["name"].endswith("_ns") == (d["unit"] == "ns")
-    assert len(DesParams().to_array()) == len(FIELDS)
+    rec = DesParams(submit_ns=1234.5).to_record()
+    assert rec.dtype.names == FIELDS and float(rec["submit_ns"][0]) == 1234.5
 
 
 def test_load_toml_and_json(tmp_path):

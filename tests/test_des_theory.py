@@ -1,9 +1,9 @@
 """The twin configured as textbook queues matches the formulas; invariants of full-model runs.
 
-Textbook set-up (``xbq.des.params.textbook``): every CPU, lock and event cost is zero, so the
-protocol path (real rings, real notifications) takes no time and only the device (and the
-arrival or think clocks) does. Tolerances come from the spread of independent replications
-(a t interval), never from digits pinned under one seed.
+Textbook set-up (``xbq.engines.des.params.textbook``): every CPU, lock and event cost is
+zero, so the protocol path (real rings, real notifications) takes no time and only the
+device (and the arrival or think clocks) does. Tolerances come from the spread of
+independent replications (a t interval), never from digits pinned under one seed.
 """
 
 from math import factorial
@@ -11,8 +11,8 @@ from math import factorial
 import numpy as np
 import pytest
 
-from xbq.des.params import DesParams, textbook
-from xbq.des.simulate import simulate
+from xbq.engines.des.params import DesParams, textbook
+from xbq.engines.des.simulate import simulate
 
 REPS = 6
 T_99 = 4.03  # t quantile, 5 degrees of freedom, two-sided 99 %
@@ -179,7 +179,7 @@ def test_warmup_lasts_until_the_start_burst_has_drained():
 
 
 def test_random_job_placement_is_seeded_and_uneven():
-    from xbq.des.simulate import job_placement
+    from xbq.engines.des.simulate import job_placement
 
     rr = job_placement(32, 16, 1, False)
     assert (np.bincount(rr, minlength=16) == 2).all()

@@ -3,10 +3,10 @@ completion, injected through a test hook, makes the run fail with a clear error.
 
 import pytest
 
-from xbq.des.params import DesParams
-from xbq.des.simulate import simulate
+from xbq.engines.des.params import DesParams
+from xbq.engines.des.simulate import simulate
+from xbq.engines.native.runner import NativeConfig, run_point
 from xbq.errors import XbqError
-from xbq.native.runner import NativeConfig, run_point
 
 FAST = DesParams(ssd_exp=0.0)
 

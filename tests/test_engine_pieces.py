@@ -7,18 +7,26 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from xbq.blkif.blk_mq import blk_rq_nr_pieces, blk_rq_piece
+from xbq.engines.schema import COLUMNS, to_frame, to_json_rows
 from xbq.errors import XbqError
-from xbq.hist import NR_BUCKETS, hist_bucket, hist_mean, hist_quantiles, hist_record, new_hist
-from xbq.results import COLUMNS, ResultsStore, to_frame, to_json_rows
-from xbq.rng import new_streams, rng_below, rng_exponential, rng_next, rng_uniform
-from xbq.workload import (
+from xbq.study.results import ResultsStore
+from xbq.workload.fio import (
     IOMETER_BSSPLIT,
     mean_request_sectors,
     new_workload,
     next_io,
     parse_bssplit,
-    split_count,
 )
+from xbq.workload.hist import (
+    NR_BUCKETS,
+    hist_bucket,
+    hist_mean,
+    hist_quantiles,
+    hist_record,
+    new_hist,
+)
+from xbq.workload.rng import new_streams, rng_below, rng_exponential, rng_next, rng_uniform
 
 
 def test_xoshiro_reference_output():
@@ -59,14 +67,18 @@ def test_bssplit_parsing():
 def test_iometer_draws_match_the_split():
     wl = new_workload(dev_sectors=1 << 20)
     s = new_streams(3, 1)[0]
-    draws = np.array([next_io(wl, s) for _ in range(40_000)], dtype=np.int64)
+    draws = np.array([next_io(wl[0], s) for _ in range(40_000)], dtype=np.int64)
     writes, sectors, nsect = draws[:, 0], draws[:, 1], draws[:, 2]
     assert abs(1 - writes.mean() - 0.80) < 0.01
     shares = {int(n): (nsect == n).mean() for n in np.unique(nsect)}
     assert abs(shares[8] - 0.60) < 0.01 and abs(shares[128] - 0.10) < 0.01
     assert (sectors >= 0).all() and (sectors + nsect <= 1 << 20).all()
     assert abs(nsect.mean() - mean_request_sectors(wl)) < 0.5
-    assert split_count(128, 88) == 2 and split_count(88, 88) == 1
+
+
+def test_blk_rq_pieces_cover_the_request_in_max_sectors_chunks():
+    assert blk_rq_nr_pieces(128, 88) == 2 and blk_rq_nr_pieces(88, 88) == 1
+    assert [blk_rq_piece(200, 88, p) for p in range(3)] == [(0, 88), (88, 88), (176, 24)]
 
 
 def test_histogram_quantiles_within_bucket_error():
@@ -131,7 +143,7 @@ def test_store_drops_a_torn_last_line(tmp_path, capsys):
 
 
 def test_point_key_is_stable_and_sensitive():
-    from xbq.results import point_key
+    from xbq.engines.schema import point_key
 
     a = point_key({"jobs": 1, "mode": "sq", "params": {"x": 1.0}})
     assert a == point_key({"params": {"x": 1.0}, "mode": "sq", "jobs": 1})

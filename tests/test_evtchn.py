@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from xbq.evtchn import (
+from xbq.xen.evtchn import (
     EVTCHNSTAT_closed,
     EVTCHNSTAT_unbound,
     evtchn_alloc_unbound,
@@ -33,7 +33,7 @@ def test_notify_sets_remote_pending_once(pair):
     assert notify_remote_via_evtchn(ev, fport)  # raises an upcall at the backend
     assert evtchn_is_pending(ev, bport) and not evtchn_is_pending(ev, fport)
     assert not notify_remote_via_evtchn(ev, fport)  # already pending: no second upcall
-    assert ev.sent[fport] == 2 and ev.upcalls[bport] == 1
+    assert ev[fport]["sent"] == 2 and ev[bport]["upcalls"] == 1
     assert evtchn_test_and_clear_pending(ev, bport)
     assert not evtchn_test_and_clear_pending(ev, bport)
     assert notify_remote_via_evtchn(ev, bport) and evtchn_is_pending(ev, fport)
@@ -43,9 +43,9 @@ def test_mask_defers_upcall_until_unmask(pair):
     ev, fport, bport = pair
     mask_evtchn(ev, bport)
     assert not notify_remote_via_evtchn(ev, fport)
-    assert evtchn_is_pending(ev, bport) and ev.upcalls[bport] == 0
+    assert evtchn_is_pending(ev, bport) and ev[bport]["upcalls"] == 0
     unmask_evtchn(ev, bport)
-    assert ev.upcalls[bport] == 1
+    assert ev[bport]["upcalls"] == 1
 
 
 def test_bad_binds_are_refused(pair):
@@ -61,7 +61,7 @@ def test_bad_binds_are_refused(pair):
 def test_close_frees_both_ends(pair):
     ev, fport, bport = pair
     evtchn_close(ev, fport)
-    assert ev.state[fport] == EVTCHNSTAT_closed and ev.state[bport] == EVTCHNSTAT_unbound
+    assert ev[fport]["state"] == EVTCHNSTAT_closed and ev[bport]["state"] == EVTCHNSTAT_unbound
 
 
 @pytest.mark.threads
@@ -79,4 +79,4 @@ def test_counts_exact_under_concurrent_notifiers(pair):
         t.start()
     for t in threads:
         t.join()
-    assert ev.sent[fport] == 1 + n * per
+    assert ev[fport]["sent"] == 1 + n * per

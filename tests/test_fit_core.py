@@ -217,7 +217,7 @@ def test_batched_bootstrap_refits_reach_scipys_optimum(model):
     # must land where a tightly converged scipy TRF does
     from scipy.optimize import least_squares
 
-    from xbq.datasets import load_seed
+    from xbq.study.datasets import load_seed
 
     for prob in build_problems(get_model(model), load_seed(), joint=model == "xenblk"):
         best = solve(prob, starts(prob, 8, np.random.default_rng(0)))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from xbq.datasets import load_seed
 from xbq.fit import compare, fit
+from xbq.study.datasets import load_seed
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Fuzzing the protocol core under bounds checking: a malicious frontend against blkback, a
 malicious backend against blkfront, the double fetch of XSA-155, and ``xbq fuzz``.
 
-The invariants live in :mod:`xbq.fuzz` (checked after every step); these tests drive them
+The invariants live in :mod:`xbq.blkif.fuzz` (checked after every step); these tests drive them
 with hypothesis (stateful, seeded, short) and with the seeded campaign, and show that the
 checker itself fails on a broken backend.
 """
@@ -12,7 +12,17 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
-from xbq.abi import (
+from xbq.blkif.fuzz import (
+    DATA_PAGES,
+    DISK_SECTORS,
+    NR_GREFS,
+    OPS,
+    BackendFuzz,
+    FrontendFuzz,
+    Violation,
+    campaign,
+)
+from xbq.xen.abi import (
     BLKIF_OP_INDIRECT,
     BLKIF_OP_READ,
     BLKIF_OP_WRITE,
@@ -30,18 +40,7 @@ from xbq.abi import (
     SEG_SIZE,
     SRING_RING_OFFSET,
 )
-from xbq.blkback import BR_INFLIGHT
-from xbq.fuzz import (
-    DATA_PAGES,
-    DISK_SECTORS,
-    NR_GREFS,
-    OPS,
-    BackendFuzz,
-    FrontendFuzz,
-    Violation,
-    campaign,
-)
-from xbq.grant import GTF_permit_access, GTF_readonly
+from xbq.xen.grant import GTF_permit_access, GTF_readonly
 
 U32 = st.integers(0, (1 << 32) - 1)
 U64 = st.integers(0, (1 << 64) - 1)
@@ -196,7 +195,7 @@ def test_checker_catches_a_response_nobody_asked_for():
     before = fz._snapshot()
     off = SRING_RING_OFFSET + (fz.rsp_seen & (fz.nr_ents - 1)) * BLKIF_RING_ENTRY_SIZE
     fz.sring[off + RSP_OFF_ID:off + RSP_OFF_ID + 8].view("<u8")[0] = 99
-    fz.be.back_pvt[0]["rsp_prod_pvt"] += 1  # a backend that answers twice
+    fz.be.rings[0]["rsp_prod_pvt"] += 1  # a backend that answers twice
     with pytest.raises(Violation, match="answers no consumed request"):
         fz.check(before, 0)
 
@@ -210,7 +209,7 @@ def test_checker_catches_a_write_outside_its_range_and_a_missing_response():
     fz = BackendFuzz(defer=True)
     _good_read(fz)
     fz.service()
-    fz.be.ring_state[0, BR_INFLIGHT] = 0  # pretend the request finished, unanswered
+    fz.be.rings[0]["inflight"] = 0  # pretend the request finished, unanswered
     with pytest.raises(Violation, match="never answered"):
         fz.check_idle()
 
@@ -251,20 +250,19 @@ def test_backend_acts_only_on_its_copy_of_the_request():
 
 
 def test_overflowing_response_producer_puts_blkfront_in_its_error_state():
-    from xbq.blkfront import BLKIF_QUEUE_DISCONNECTED, blkif_queue_request
+    from xbq.blkif.blkfront import BLKIF_QUEUE_DISCONNECTED
 
     fz = FrontendFuzz()
     fz.queue(4, False)
     fz.set_rsp_prod(fz.nr_ents + 1)
     assert fz.interrupt() == -1 and fz.error
-    assert blkif_queue_request(fz.fi, 0, BLKIF_OP_READ, 0, 8, fz.buf, 99) \
-        == BLKIF_QUEUE_DISCONNECTED
+    assert fz.fe.queue_request(0, BLKIF_OP_READ, 0, 8, fz.buf, 99) == BLKIF_QUEUE_DISCONNECTED
 
 
 def test_a_well_behaved_backend_completes_every_waiting_request():
     fz = FrontendFuzz()
     fz.queue(3, True)
-    ids = sorted(int(i) for i in np.flatnonzero(fz.fi.shadow[0]["request"] >= 0))
+    ids = sorted(int(i) for i in np.flatnonzero(fz.fe.shadow[0]["request"] >= 0))
     for k, rid in enumerate(ids):
         fz.answer(k, rid, BLKIF_OP_WRITE, BLKIF_RSP_OKAY)
     fz.set_rsp_prod(len(ids))
@@ -304,7 +302,7 @@ def test_two_requests_with_one_id_answered_out_of_order():
     """Regression (case 4398 of seed 0, found by the 100000-case campaign): two writes with
     the same id, one refused at once and one completed later by the deferred device. A
     response cannot say which request it answers; the checker must allow either's range."""
-    from xbq.fuzz import Case, backend_case
+    from xbq.blkif.fuzz import Case, backend_case
 
     fz = backend_case(Case("back", 0, 4398, {}))
     assert not fz.outstanding and fz.stats["rsp_okay"] >= 1

@@ -10,6 +10,7 @@ checks every compiled kernel signature in the hot modules.
 import importlib
 import inspect
 import os
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,19 @@ from numba.core.registry import CPUDispatcher
 
 from xbq._jit import kernel
 
-HOT_MODULES = ["xbq.ring", "xbq.blkfront", "xbq.blkback", "xbq.grant", "xbq.evtchn", "xbq.vbd",
-               "xbq.locks", "xbq.hist", "xbq.workload", "xbq.rng", "xbq.native.kernels",
-               "xbq.des.engine", "xbq.des.heap"]
+#: Every numba function of the protocol and engine layers is a kernel (the models' own
+#: ``njit`` functions allocate their result arrays and are not on a hot path).
+HOT_PACKAGES = ["xbq.xen", "xbq.blkif", "xbq.workload", "xbq.engines"]
+
+
+def _hot_modules():
+    for pkg in HOT_PACKAGES:
+        yield pkg
+        for info in pkgutil.walk_packages(importlib.import_module(pkg).__path__, pkg + "."):
+            yield info.name
+
+
+HOT_MODULES = sorted(set(_hot_modules()))
 
 
 def _kernels():
@@ -53,8 +64,8 @@ def test_no_kernel_returns_an_array(tmp_path):
     # protocol runs in a child with an empty cache: every kernel it reaches gets compiled.
     code = (
         "import tests.test_jit as t\n"
-        "from xbq.loopback import loopback\n"
-        "from xbq.xenbus import negotiate\n"
+        "from xbq.blkif.loopback import loopback\n"
+        "from xbq.blkif.negotiate import negotiate\n"
         "conn = negotiate(vcpus=2, max_queues=2)\n"
         "loopback(conn, nr_ios=300, batch=4, device='ramdisk')\n"
         "bad = [f'{n} -> {s.return_type}' for n, d in t._kernels() "
@@ -81,3 +92,46 @@ def test_kernel_refuses_to_allocate():
         alloc(3)
     with pytest.raises(NumbaError, match="NRT required"):
         broadcast(np.zeros((2, 2)), np.ones((2, 2)))
+
+
+def test_first_compile_notice_once_per_source(tmp_path, monkeypatch, capsys):
+    """A cold cache announces the compile (on a terminal); the marker silences the next run,
+    and a changed source stamp (an edited module) brings the notice back."""
+    import xbq._jit as J
+    import xbq.engines.des.loop as mod
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(J, "_is_quiet", lambda: False)
+    stamp = {"v": "a" * 64}
+    monkeypatch.setattr(J, "source_stamp", lambda path: stamp["v"])
+    for expect in (1, 0):
+        with J.first_compile("the fakes", mod, 12):
+            pass
+        err = capsys.readouterr().err
+        assert err.count("compiling the fakes (first run; about 12 s") == expect
+    stamp["v"] = "b" * 64
+    with J.first_compile("the fakes", mod, 12, quiet=True):
+        pass
+    assert capsys.readouterr().err == ""
+    stamp["v"] = "c" * 64
+    with pytest.raises(RuntimeError), J.first_compile("the fakes", mod, 12):
+        raise RuntimeError  # a failed compile leaves no marker
+    assert "compiling the fakes" in capsys.readouterr().err
+    with J.first_compile("the fakes", mod, 12):
+        pass
+    assert "compiling the fakes" in capsys.readouterr().err
+
+
+def test_untested_numba_is_refused_in_one_line(monkeypatch):
+    from xbq._jit import NUMBA_TESTED, check_numba
+
+    monkeypatch.delenv("XBQ_ANY_NUMBA", raising=False)
+    lo, hi = NUMBA_TESTED
+    check_numba(f"{lo[0]}.{lo[1]}.0")
+    check_numba(f"{hi[0]}.{hi[1]}.9")
+    for bad in (f"{hi[0]}.{hi[1] + 1}.0", "0.50.1", "garbage"):
+        with pytest.raises(ImportError, match=f"found {bad}") as err:
+            check_numba(bad)
+        assert "\n" not in str(err.value)
+    monkeypatch.setenv("XBQ_ANY_NUMBA", "1")
+    check_numba("0.50.1")

@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from xbq.atomic import atomic_load, sched_yield
-from xbq.errors import XbqError
-from xbq.locks import (
+from xbq.engines.native.locks import (
     LOCK_BROKEN,
     LOCK_KINDS,
     LOCK_OK,
@@ -21,6 +19,8 @@ from xbq.locks import (
     spin_lock,
     spin_unlock,
 )
+from xbq.errors import XbqError
+from xbq.xen.atomic import atomic_load, sched_yield
 
 pytestmark = pytest.mark.threads
 TIMEOUT_NS = 20_000_000_000

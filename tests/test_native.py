@@ -5,20 +5,21 @@ import json
 import numpy as np
 import pytest
 
-from xbq.errors import XbqError
-from xbq.locks import LOCK_KINDS, spin_lock
-from xbq.native import kernels as K
-from xbq.native import measure
-from xbq.native.runner import (
+from xbq.blkif.blk_mq import blk_mq_map_queues
+from xbq.engines.native import loops as K
+from xbq.engines.native import measure
+from xbq.engines.native.locks import LOCK_KINDS, spin_lock
+from xbq.engines.native.runner import (
     NativeConfig,
     _check_disk,
     _compile,
     _Point,
     _run_threads,
-    blk_mq_map_queues,
     run_point,
 )
-from xbq.results import COLUMNS
+from xbq.engines.schema import COLUMNS
+from xbq.errors import XbqError
+from xbq.study.results import ResultsStore
 
 pytestmark = pytest.mark.threads
 SHORT = {"duration_s": 0.3, "warmup_s": 0.05, "stall_s": 5.0}
@@ -85,7 +86,7 @@ def test_lock_timeout_becomes_a_clear_error():
     pt = _Point(cfg)
     _compile(pt)
     kind = LOCK_KINDS[cfg.lock]
-    assert spin_lock(pt.nr.locks, 0, kind, pt.nr.mcs_nodes, 0, 10**9) == 0  # held forever
+    assert spin_lock(pt.run["locks"], 0, kind, pt.run["mcs"], 0, 10**9) == 0  # held forever
     with pytest.raises(XbqError, match="gave up waiting for the ticket lock of ring 0"):
         _run_threads(pt)
 
@@ -97,7 +98,7 @@ def test_disk_check_catches_a_corrupted_sector():
     _compile(pt)
     _run_threads(pt)
     _check_disk(pt)  # intact
-    s = int(np.flatnonzero(pt.nr.wseq != K.WSEQ_NEVER)[0])
+    s = int(np.flatnonzero(pt.run["wseq"] != K.WSEQ_NEVER)[0])
     pt.vbd.disk[s * 512 + 100] ^= 0xFF
     with pytest.raises(XbqError, match=f"sector {s} does not hold what was written"):
         _check_disk(pt)
@@ -132,7 +133,8 @@ def test_measure_returns_the_common_schema_and_appends_to_out(tmp_path):
     out = tmp_path / "m.csv"
     rows = []
     df = measure(mode=["sq", "mq"], jobs=[1, 2], queues=2, vcpus=2, iodepth=4,
-                 duration=0.2, warmup=0.05, seed=3, out=out, progress=rows.append)
+                 duration=0.2, warmup=0.05, seed=3,
+                 store=lambda: ResultsStore(out, {"engine": "native"}), progress=rows.append)
     assert list(df.columns[:len(COLUMNS)]) == list(COLUMNS)
     assert len(df) == 4 and len(rows) == 4
     assert (df["engine"] == "native").all() and (df["lost"] == 0).all()

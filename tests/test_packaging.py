@@ -53,34 +53,83 @@ def test_top_level_layout():
     assert (ROOT / "data" / "seed" / "xen-blkmq-rfc-2015.csv").is_file()
 
 
-def test_lower_layers_never_import_upper_ones():
-    """Protocol modules must not import engines, models, the CLI or plotting."""
-    layers = [
-        {"abi", "atomic", "errors", "ring", "_jit", "paths", "datasets"},
-        {"grant", "evtchn", "xenstore", "xenbus", "vbd"},
-        {"blkfront", "blkback"},
-        {"rng", "workload", "hist", "results", "loopback", "locks", "native", "des"},
-        {"models", "fit"},
-        {"plots", "cli", "experiments"},
-    ]
-    level = {name: i for i, names in enumerate(layers) for name in names}
+#: The package, bottom up: a module may import only from its own rank or below, and from
+#: its own rank only within its own package (the two drivers never import each other except
+#: through the handshake and the loopback above them; the two engines never do).
+LAYERS = [
+    ["errors"],
+    ["_jit", "checks", "progress"],
+    ["xen.abi"],
+    ["xen.memory", "xen.atomic", "workload.rng", "workload.hist"],
+    ["xen.ring", "xen.grant", "xen.evtchn", "xen.xenstore", "workload.fio"],
+    ["xen.xenbus", "blkif.vbd"],
+    ["blkif.blkfront", "blkif.blkback"],
+    ["blkif.blk_mq", "blkif.blkfront_xenbus", "blkif.blkback_xenbus"],
+    ["blkif.negotiate"],
+    ["blkif.loopback", "blkif.fuzz", "engines.schema"],
+    ["engines.native", "engines.des"],
+    ["models"],
+    ["fit"],
+    ["study"],
+    ["cli"],
+]
+
+
+def _rank(dotted: str) -> tuple[int, str] | None:
+    """(rank, unit) of ``xbq.<dotted>`` by the longest prefix listed in :data:`LAYERS`."""
+    parts = dotted.split(".")
+    for n in range(len(parts), 0, -1):
+        unit = ".".join(parts[:n])
+        for rank, names in enumerate(LAYERS):
+            if unit in names:
+                return rank, unit
+    return None
+
+
+def test_every_package_directory_is_a_regular_package():
+    """setuptools' ``packages.find`` skips a directory without ``__init__.py``: a
+    non-editable install would lack it."""
     pkg = ROOT / "xbq"
+    missing = [str(d.relative_to(ROOT)) for d in [pkg, *pkg.rglob("*")] if d.is_dir()
+               and d.name != "__pycache__" and any(d.glob("*.py"))
+               and not (d / "__init__.py").is_file()]
+    assert not missing, f"directories without __init__.py: {missing}"
+
+
+def test_every_module_has_a_layer():
+    pkg = ROOT / "xbq"
+    loose = [str(p.relative_to(ROOT)) for p in pkg.rglob("*.py")
+             if p.name not in ("__init__.py", "__main__.py")
+             and _rank(".".join(p.relative_to(pkg).with_suffix("").parts)) is None]
+    assert not loose, f"modules missing from LAYERS: {loose}"
+
+
+def test_lower_layers_never_import_upper_ones():
+    pkg = ROOT / "xbq"
+    bad = []
     for path in pkg.rglob("*.py"):
-        rel = path.relative_to(pkg).with_suffix("").parts
-        mine = level.get(rel[0])
-        if mine is None:
+        parts = path.relative_to(pkg).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        me = _rank(".".join(parts)) if parts else None
+        if me is None:
             continue
-        for m in re.finditer(r"^\s*(?:from|import) xbq\.(\w+)", path.read_text(), flags=re.M):
-            theirs = level.get(m.group(1))
-            assert theirs is None or theirs <= mine, \
-                f"{path.relative_to(ROOT)} (layer {mine}) imports xbq.{m.group(1)} ({theirs})"
+        for m in re.finditer(r"^\s*(?:from|import) xbq\.([\w.]+)", path.read_text(),
+                             flags=re.M):
+            them = _rank(m.group(1))
+            if them is None or them[1] == me[1]:
+                continue
+            if them[0] >= me[0]:
+                bad.append(f"{path.relative_to(ROOT)} ({me[1]}, rank {me[0]}) imports "
+                           f"xbq.{m.group(1)} ({them[1]}, rank {them[0]})")
+    assert not bad, "\n".join(bad)
 
 
 def test_results_name_the_commit_and_whether_it_was_dirty():
     import subprocess
 
-    from xbq.paths import git_commit
-    from xbq.results import machine_info
+    from xbq.study.paths import git_commit
+    from xbq.study.results import machine_info
 
     head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], capture_output=True,
                           text=True, cwd=ROOT)

@@ -7,35 +7,89 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from xbq.abi import BLKIF_RING_ENTRY_SIZE, REQ_OFF_ID, RSP_OFF_ID, ring_size, sring_bytes
-from xbq.ring import (
-    MASK32,
+from xbq.xen import ring as R
+from xbq.xen.abi import BLKIF_RING_ENTRY_SIZE, REQ_OFF_ID, RSP_OFF_ID, ring_size, sring_bytes
+from xbq.xen.memory import MASK32, get_u64, put_u64
+from xbq.xen.ring import (
     REQ_EVENT,
     REQ_PROD,
-    RING_COPY_REQUEST,
-    RING_COPY_RESPONSE,
-    RING_FINAL_CHECK_FOR_REQUESTS,
-    RING_FINAL_CHECK_FOR_RESPONSES,
-    RING_FREE_REQUESTS,
-    RING_FULL,
-    RING_GET_REQUEST,
-    RING_HAS_UNCONSUMED_REQUESTS,
-    RING_HAS_UNCONSUMED_RESPONSES,
-    RING_PUSH_REQUESTS_AND_CHECK_NOTIFY,
-    RING_PUSH_RESPONSES_AND_CHECK_NOTIFY,
-    RING_REQUEST_CONS_OVERFLOW,
-    RING_REQUEST_PROD_OVERFLOW,
-    RING_RESPONSE_PROD_OVERFLOW,
     RSP_EVENT,
     RSP_PROD,
     attach_back_ring,
-    get_u64,
-    new_front_ring,
-    put_u64,
     sring_get,
     sring_header,
     sring_set,
 )
+
+
+class Ring:
+    """A shared page and one side's private indices: ring.h's front or back ring."""
+
+    def __init__(self, sring, pvt):
+        self.sring, self.pvt = sring, pvt
+
+
+def new_front_ring(order):
+    return Ring(*R.new_front_ring(order))
+
+
+# The macros, called as ring.h's are: on the front or back ring (page and private indices).
+
+def RING_FREE_REQUESTS(r, *args):
+    return R.RING_FREE_REQUESTS(r.pvt[0], *args)
+
+
+def RING_FULL(r, *args):
+    return R.RING_FULL(r.pvt[0], *args)
+
+
+def RING_GET_REQUEST(r, *args):
+    return R.RING_GET_REQUEST(r.pvt[0], *args)
+
+
+def RING_REQUEST_CONS_OVERFLOW(r, *args):
+    return R.RING_REQUEST_CONS_OVERFLOW(r.pvt[0], *args)
+
+
+def RING_REQUEST_PROD_OVERFLOW(r, *args):
+    return R.RING_REQUEST_PROD_OVERFLOW(r.pvt[0], *args)
+
+
+def RING_RESPONSE_PROD_OVERFLOW(r, *args):
+    return R.RING_RESPONSE_PROD_OVERFLOW(r.pvt[0], *args)
+
+
+def RING_HAS_UNCONSUMED_REQUESTS(r, *args):
+    return R.RING_HAS_UNCONSUMED_REQUESTS(r.sring, r.pvt[0], *args)
+
+
+def RING_HAS_UNCONSUMED_RESPONSES(r, *args):
+    return R.RING_HAS_UNCONSUMED_RESPONSES(r.sring, r.pvt[0], *args)
+
+
+def RING_PUSH_REQUESTS_AND_CHECK_NOTIFY(r, *args):
+    return R.RING_PUSH_REQUESTS_AND_CHECK_NOTIFY(r.sring, r.pvt[0], *args)
+
+
+def RING_PUSH_RESPONSES_AND_CHECK_NOTIFY(r, *args):
+    return R.RING_PUSH_RESPONSES_AND_CHECK_NOTIFY(r.sring, r.pvt[0], *args)
+
+
+def RING_FINAL_CHECK_FOR_REQUESTS(r, *args):
+    return R.RING_FINAL_CHECK_FOR_REQUESTS(r.sring, r.pvt[0], *args)
+
+
+def RING_FINAL_CHECK_FOR_RESPONSES(r, *args):
+    return R.RING_FINAL_CHECK_FOR_RESPONSES(r.sring, r.pvt[0], *args)
+
+
+def RING_COPY_REQUEST(r, *args):
+    return R.RING_COPY_REQUEST(r.sring, r.pvt[0], *args)
+
+
+def RING_COPY_RESPONSE(r, *args):
+    return R.RING_COPY_RESPONSE(r.sring, r.pvt[0], *args)
+
 
 NEAR_WRAP = (1 << 32) - 3
 
@@ -49,7 +103,7 @@ def rings_at(order, start):
     sring_set(fr.sring, RSP_PROD, start)
     sring_set(fr.sring, REQ_EVENT, start + 1)
     sring_set(fr.sring, RSP_EVENT, start + 1)
-    return fr, attach_back_ring(fr.sring, start)
+    return fr, Ring(fr.sring, attach_back_ring(fr.sring, start))
 
 
 @pytest.mark.parametrize("order", range(5))

@@ -3,14 +3,13 @@
 import numpy as np
 import pytest
 
-from xbq.abi import VDISK_READONLY, XenbusState
+from xbq.blkif.negotiate import Connection, negotiate
 from xbq.errors import XbqError
-from xbq.evtchn import EVTCHNSTAT_interdomain
-from xbq.grant import GTF_reading, GTF_writing
-from xbq.ring import REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD
-from xbq.xenbus import (
-    Connection,
-    negotiate,
+from xbq.xen.abi import VDISK_READONLY, XenbusState
+from xbq.xen.evtchn import EVTCHNSTAT_interdomain
+from xbq.xen.grant import GTF_reading, GTF_writing
+from xbq.xen.ring import REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD
+from xbq.xen.xenbus import (
     xenbus_dev_fatal,
     xenbus_device,
     xenbus_gather,
@@ -19,7 +18,7 @@ from xbq.xenbus import (
     xenbus_scanf,
     xenbus_switch_state,
 )
-from xbq.xenstore import XenStore, XenStoreError, XenStoreNoEntry, XenStorePermission
+from xbq.xen.xenstore import XenStore, XenStoreError, XenStoreNoEntry, XenStorePermission
 
 S = XenbusState
 
@@ -41,11 +40,11 @@ def error_node(conn: Connection) -> str | None:
 
 def assert_nothing_mapped(conn: Connection):
     mt = conn.maptrack
-    assert int(mt.nfree[0]) == mt.ref.size and (mt.readonly == -1).all()
-    assert not conn.front.gnttab.pin.any()
-    backend_ports = np.flatnonzero(conn.evtchn.owner == conn.back.domid)
+    assert int(conn.mt_head[0]["mt_nfree"]) == mt.size and (mt["readonly"] == -1).all()
+    assert not conn.front.active["pin"].any()
+    backend_ports = np.flatnonzero(conn.evtchn["owner"] == conn.back.domid)
     assert backend_ports.size == 0
-    assert not (conn.evtchn.state == EVTCHNSTAT_interdomain).any()
+    assert not (conn.evtchn["state"] == EVTCHNSTAT_interdomain).any()
 
 
 def assert_refused(conn: Connection, *needles: str):
@@ -228,7 +227,7 @@ def test_ring_pages_are_contiguous_initialised_and_granted_to_the_backend():
     conn = negotiate(max_ring_page_order=order, max_queues=4)
     npages = 1 << order
     first = conn.rings[0].first_frame
-    gt = conn.front.gnttab
+    shared = conn.front.shared
     for k, ring in enumerate(conn.rings):
         assert ring.first_frame == first + k * npages
         assert np.shares_memory(ring.sring, conn.front.pages[ring.first_frame])
@@ -236,11 +235,11 @@ def test_ring_pages_are_contiguous_initialised_and_granted_to_the_backend():
         hdr = ring.sring[:16].view(np.uint32)
         assert (hdr[REQ_PROD], hdr[RSP_PROD], hdr[REQ_EVENT], hdr[RSP_EVENT]) == (0, 0, 1, 1)
         for j, ref in enumerate(ring.ring_refs):
-            assert gt.shared[ref]["frame"] == ring.first_frame + j
-            assert gt.shared[ref]["domid"] == conn.back.domid
-            assert gt.shared[ref]["flags"] & (GTF_reading | GTF_writing)  # mapped r/w
-        assert [int(conn.maptrack.ref[h]) for h in ring.back_handles] == ring.ring_refs
-        assert [int(conn.maptrack.frame[h]) for h in ring.back_handles] == \
+            assert shared[ref]["frame"] == ring.first_frame + j
+            assert shared[ref]["domid"] == conn.back.domid
+            assert shared[ref]["flags"] & (GTF_reading | GTF_writing)  # mapped r/w
+        assert [int(conn.maptrack["ref"][h]) for h in ring.back_handles] == ring.ring_refs
+        assert [int(conn.maptrack["frame"][h]) for h in ring.back_handles] == \
             list(range(ring.first_frame, ring.first_frame + npages))
 
 
@@ -250,9 +249,9 @@ def test_event_channels_are_bound_pairwise():
     ports = set()
     for ring in conn.rings:
         f, b = ring.front_port, ring.back_port
-        assert ev.state[f] == ev.state[b] == EVTCHNSTAT_interdomain
-        assert ev.remote[f] == b and ev.remote[b] == f
-        assert ev.owner[f] == conn.front.domid and ev.owner[b] == conn.back.domid
+        assert ev[f]["state"] == ev[b]["state"] == EVTCHNSTAT_interdomain
+        assert ev[f]["remote"] == b and ev[b]["remote"] == f
+        assert ev[f]["owner"] == conn.front.domid and ev[b]["owner"] == conn.back.domid
         ports |= {f, b}
     assert len(ports) == 2 * conn.nr_rings
 
@@ -290,11 +289,11 @@ def test_missing_feature_persistent_means_no_persistent_grants():
 
 def test_a_second_initwait_event_does_not_set_the_rings_up_again():
     conn = negotiate(max_queues=2)
-    grants = conn.front.stats()["grants"]
+    free = conn.front.stats()["free_count"]  # rings set up again would claim references
     conn.store.write(f"{conn.backend_path}/state", "2")  # a stale/double InitWait event
     conn.store.process()
     assert conn.store.read(f"{conn.frontend_path}/state") == "4"
-    assert conn.front.stats()["grants"] == grants
+    assert conn.front.stats()["free_count"] == free
 
 
 def _close_and_reconnect(conn, bogus: dict):
@@ -334,7 +333,7 @@ def test_reconnect_with_good_keys_connects_again():
     conn = negotiate(max_queues=2)
     _close_and_reconnect(conn, {})
     assert conn.store.read(f"{conn.backend_path}/state") == "4"
-    assert int(conn.maptrack.nfree[0]) == conn.maptrack.ref.size - 2
+    assert int(conn.mt_head[0]["mt_nfree"]) == conn.maptrack.size - 2
 
 
 # --- features ---------------------------------------------------------------------------------
@@ -427,16 +426,10 @@ def test_bad_parameters_are_one_line_errors(kw):
          backend_max_indirect_segments=0, sectors=1 << 16),
 ])
 def test_data_through_negotiated_rings_reads_back_bit_identical(kw):
-    from xbq.abi import BLKIF_OP_READ, BLKIF_OP_WRITE
-    from xbq.blkback import do_block_io_op, new_blkback
-    from xbq.blkfront import (
-        blkif_interrupt,
-        blkif_queue_request,
-        flush_requests,
-        max_sectors,
-        new_blkfront,
-    )
-    from xbq.vbd import new_vbd
+    from xbq.blkif.blkback import new_blkback
+    from xbq.blkif.blkfront import new_blkfront
+    from xbq.blkif.vbd import new_vbd
+    from xbq.xen.abi import BLKIF_OP_READ, BLKIF_OP_WRITE
 
     conn = negotiate(**kw)
     assert conn.connected
@@ -448,16 +441,16 @@ def test_data_through_negotiated_rings_reads_back_bit_identical(kw):
     conn.front.pages[src:src + npages] = rng.integers(0, 256, (npages, 4096), dtype=np.uint8)
     done_tag = np.zeros(64, np.int64)
     done_status = np.zeros(64, np.int64)
-    limit = max_sectors(fi)
+    limit = fi.max_sectors
     r = conn.nr_rings - 1  # the last ring
 
     def io(op, pfn, sector, nsect, tag):
         while nsect > 0:
             n = min(nsect, limit)
-            assert blkif_queue_request(fi, r, op, sector, n, pfn, tag) >= 0
-            flush_requests(fi, r)
-            assert do_block_io_op(be, r) == 0
-            assert blkif_interrupt(fi, r, done_tag, done_status) == 1
+            assert fi.queue_request(r, op, sector, n, pfn, tag) >= 0
+            fi.flush_requests(r)
+            assert be.do_block_io_op(r) == 0
+            assert fi.interrupt(r, done_tag, done_status)[0] == 1
             assert done_status[0] == 0 and done_tag[0] == tag
             sector, pfn, nsect = sector + n, pfn + n // 8, nsect - n
 

@@ -5,7 +5,7 @@ import errno
 import pytest
 
 from xbq.errors import XbqError
-from xbq.xenstore import (
+from xbq.xen.xenstore import (
     TransactionConflict,
     XenStore,
     XenStoreError,

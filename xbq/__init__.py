@@ -2,13 +2,15 @@
 
 Layers, bottom up (a lower layer never imports an upper one):
 
-1. ``xbq.abi``, ``xbq.atomic``, ``xbq.ring``: the blkif ABI and the shared ring on real bytes.
-2. ``xbq.grant``, ``xbq.evtchn``, ``xbq.xenstore``, ``xbq.xenbus``: grants, event channels and
-   the XenStore multi-queue handshake.
-3. ``xbq.blkfront``, ``xbq.blkback``, ``xbq.vbd``: the two drivers and their devices.
-4. Engines (native threads, discrete-event twin).
-5. Models and fitting.
-6. Experiments, results store and the ``xbq`` command line.
+1. :mod:`xbq.xen` (the Xen primitives: ABI, guest memory, atomics, ring.h, grant tables,
+   event channels, XenStore, xenbus) and :mod:`xbq.workload` (fio-like workloads, random
+   streams, histograms);
+2. :mod:`xbq.blkif`: the two drivers (blkfront, blkback, each with its xenbus half), their
+   devices, the blk-mq glue, the handshake, the one-thread loopback, the fuzzer;
+3. :mod:`xbq.engines`: the results schema, real threads (``engines.native``) and the
+   discrete-event twin (``engines.des``);
+4. :mod:`xbq.models` and :mod:`xbq.fit`: queueing models and fitting;
+5. :mod:`xbq.study` (datasets, paths, the results store, plots) and :mod:`xbq.cli`.
 """
 
 from xbq import _jit  # noqa: F401  (must run before any cached kernel is defined)

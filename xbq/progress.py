@@ -2,8 +2,8 @@
 
 Every long command (``reproduce``, ``calibrate``, ``simulate``, ``measure``, ``fuzz``) reports
 through :class:`Progress`: a bar with rate and ETA on stderr when stderr is a terminal, nothing
-when it is not (CI logs, pipes) or when the command prints JSON. :func:`compiling` prints a
-one-line notice before the first call of kernels whose cache is cold.
+when it is not (CI logs, pipes) or when the command prints JSON. :func:`xbq._jit.first_compile`
+prints a one-line notice before the first call of kernels whose cache is cold.
 """
 
 from __future__ import annotations

@@ -55,9 +55,9 @@ SEED = 7
 def des_frames():
     import pandas as pd
 
-    from xbq.des.params import load_params
-    from xbq.des.simulate import simulate
-    from xbq.paths import data_dir
+    from xbq.engines.des.params import load_params
+    from xbq.engines.des.simulate import simulate
+    from xbq.study.paths import data_dir
 
     base = load_params(data_dir() / "calibrated" / "des-params.json")
     frames = []
@@ -70,8 +70,8 @@ def des_frames():
 
 
 def loopbacks():
-    from xbq.loopback import loopback
-    from xbq.xenbus import negotiate
+    from xbq.blkif.loopback import loopback
+    from xbq.blkif.negotiate import negotiate
 
     out = {}
     cases = {"one-ring-ramdisk": (dict(max_queues=1), dict(device="ramdisk", batch=4)),
@@ -91,7 +91,7 @@ def loopbacks():
 
 
 def handshakes():
-    from xbq.xenbus import negotiate
+    from xbq.blkif.negotiate import negotiate
 
     out = {}
     cases = {"default": {}, "sixteen-queues": dict(max_queues=16),
@@ -113,9 +113,9 @@ def handshakes():
 
 
 def fits():
-    from xbq.datasets import load_seed
     from xbq.fit import fit
     from xbq.fit.compare import compare
+    from xbq.study.datasets import load_seed
 
     seed = load_seed()
     table = compare(seed, bootstrap=50, seed=0)

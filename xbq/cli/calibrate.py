@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 from xbq.cli import nonnegative_int, positive_int
-from xbq.des.calibrate import FIT_PARAMS
+from xbq.engines.des.calibrate import FIT_PARAMS
+
+#: Columns a table to calibrate on must have.
+TABLE_COLUMNS = ("series", "jobs", "queues", "vcpus", "iops")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xbq.des.calibrate import calibrate, provenance, write_result
+    from xbq.engines.des.calibrate import calibrate, write_result
     from xbq.errors import XbqError
+    from xbq.study.datasets import load_iops_table, load_seed
 
     def numbers(text, flag):
         try:
@@ -78,11 +82,13 @@ def run(args: argparse.Namespace) -> int:
                   f"median {statistics.median(abs(r)):.3f}", file=sys.stderr, flush=True)
 
     started = provenance("xbq calibrate " + " ".join(sys.argv[2:]))  # the code that runs
+    table = load_seed() if args.file is None else load_iops_table(args.file,
+                                                                  required=TABLE_COLUMNS)
     if args.out and not Path(args.out).parent.is_dir():
         raise XbqError(f"directory {Path(args.out).parent} does not exist")
     # each machine setting's fit is kept beside --out as it ends; a rerun resumes from it
     checkpoint = f"{args.out}.partial.jsonl" if args.out else None
-    result = calibrate(args.file, fit=names, machines=machines, seed=args.seed,
+    result = calibrate(table, fit=names, machines=machines, seed=args.seed,
                        fit_requests=args.fit_requests, max_nfev=args.max_nfev,
                        final_requests=args.final_requests, progress=progress,
                        checkpoint=checkpoint)
@@ -113,3 +119,13 @@ def run(args: argparse.Namespace) -> int:
           f"max {result['max_rel_error']:.1%}, {result['within_10pct']}/"
           f"{len(result['points'])} points within 10%")
     return 0
+
+
+def provenance(command: str) -> dict:
+    """Date, commit and command of a calibration (for the JSON and its README)."""
+    from datetime import UTC, datetime
+
+    from xbq.study.paths import git_commit
+
+    return {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": git_commit()}

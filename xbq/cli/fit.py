@@ -67,10 +67,10 @@ def parse_fix(items: list[str]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from xbq.datasets import load_iops_table
     from xbq.errors import XbqError
     from xbq.fit import fit, profile
     from xbq.models.registry import get_model
+    from xbq.study.datasets import load_iops_table
 
     spec = get_model(args.model)
     fix = parse_fix(args.fix)

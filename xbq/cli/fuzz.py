@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xbq.fuzz import campaign
+    from xbq.blkif.fuzz import campaign
     from xbq.progress import Progress
 
     with Progress(args.cases, "fuzz", unit="case", quiet=args.json) as bar:

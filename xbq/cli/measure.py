@@ -97,8 +97,9 @@ def _line(row: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xbq.native import measure
-    from xbq.results import to_json_rows
+    from xbq.engines.native import measure
+    from xbq.engines.schema import to_json_rows
+    from xbq.study.results import ResultsStore
 
     def progress(row):
         if not args.json:
@@ -106,14 +107,19 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(_line(row), file=sys.stderr, flush=True)
 
+    arguments = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    meta = {"engine": "native", "command": "xbq measure", "arguments": arguments,
+            "parameters": arguments}
+
+    def store():  # made once every argument has been checked
+        return ResultsStore(args.out, meta, existing=args.existing)
+
     df = measure(mode=args.mode, jobs=args.jobs, queues=args.queues, vcpus=args.vcpus,
                  iodepth=args.iodepth, workload=args.workload, device=args.device,
                  ring_page_order=args.ring_page_order, lock=args.lock,
                  duration=args.duration, warmup=args.warmup, reps=args.reps, seed=args.seed,
-                 out=args.out, bssplit=args.bssplit, rwmixread=args.rwmixread,
-                 backend_max_queues=args.backend_max_queues, existing=args.existing,
-                 meta={"command": "xbq measure", "arguments": {
-                     k: v for k, v in vars(args).items() if k not in ("func", "command")}},
+                 store=store if args.out else None, bssplit=args.bssplit,
+                 rwmixread=args.rwmixread, backend_max_queues=args.backend_max_queues,
                  progress=progress)
     if args.json:
         print(to_json_rows(df))

@@ -7,7 +7,7 @@ import json
 
 from xbq.cli import nonnegative_int, positive_int
 
-#: Largest forced ring order / queue count (``xbq.xenbus.MAX_FORCED_*``, kept here so that
+#: Largest forced ring order / queue count (``xbq.blkif.negotiate.MAX_FORCED_*``, kept here so that
 #: ``xbq --help`` does not import the protocol modules).
 MAX_FORCED_RING_ORDER = 8
 MAX_FORCED_QUEUES = 1024
@@ -115,8 +115,8 @@ def to_json(conn) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from xbq.blkif.negotiate import negotiate
     from xbq.errors import NegotiationError
-    from xbq.xenbus import negotiate
 
     conn = negotiate(
         vcpus=args.vcpus, max_queues=args.max_queues, dom0_vcpus=args.dom0_vcpus,

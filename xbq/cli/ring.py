@@ -39,11 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xbq.abi import MAX_INDIRECT_SEGMENTS
+    from xbq.blkif.loopback import loopback
+    from xbq.blkif.negotiate import negotiate
     from xbq.errors import NegotiationError
-    from xbq.loopback import loopback
-    from xbq.workload import IOMETER_BSSPLIT, IOMETER_RWMIXREAD
-    from xbq.xenbus import negotiate
+    from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD
+    from xbq.xen.abi import MAX_INDIRECT_SEGMENTS
 
     conn = negotiate(vcpus=args.vcpus, max_queues=args.queues,
                      max_ring_page_order=args.ring_page_order,

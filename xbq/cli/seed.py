@@ -19,27 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def summarize(df) -> str:
-    """Return a wide, human-readable view of a tidy IOPS table with peaks and speed-ups."""
-    wide = df.pivot_table(index="series", columns="jobs", values="iops", aggfunc="mean")
-    lines = ["IOPS by fio jobs (k = thousand):"]
-    header = "series".ljust(14) + "".join(f"{int(j):>8}" for j in wide.columns)
-    lines.append(header)
-    for name, row in wide.iterrows():
-        lines.append(name.ljust(14) + "".join(f"{v / 1e3:>7.0f}k" for v in row.values))
-    lines.append("")
-    for name, row in wide.iterrows():
-        peak_jobs = row.idxmax()
-        lines.append(
-            f"{name}: peak {row.max() / 1e3:.0f}k at {int(peak_jobs)} jobs = "
-            f"{row.max() / row.iloc[0]:.2f}x one job; at {int(row.index[-1])} jobs "
-            f"{row.iloc[-1] / row.max():.0%} of peak"
-        )
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
-    from xbq.datasets import load_iops_table, load_seed
+    from xbq.study.datasets import load_iops_table, load_seed, summarize
 
     df = load_seed() if args.file is None else load_iops_table(args.file)
     if args.json:

@@ -45,10 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from xbq.des.params import DesParams, load_params
-    from xbq.des.simulate import check_simulate, des_key, simulate
+    from xbq.engines.des.params import DesParams, load_params
+    from xbq.engines.des.simulate import check_simulate, des_key, simulate
+    from xbq.engines.schema import to_frame, to_json_rows
     from xbq.progress import Progress
-    from xbq.results import ResultsStore, to_frame, to_json_rows
+    from xbq.study.results import ResultsStore
 
     params = load_params(args.params) if args.params else DesParams()
     jobs, warmup, _ = check_simulate(args.mode, args.jobs, args.queues, args.vcpus,

@@ -98,25 +98,3 @@ def residual_table(fits: dict) -> str:
     for (s, x), row in wide.iterrows():
         lines.append(f"| {s} | {x:g} | " + " | ".join(f"{100 * v:+.1f}%" for v in row) + " |")
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    """Print the docs/models.md tables for the seed: ``python -m xbq.fit``."""
-    import argparse
-
-    from xbq.datasets import load_seed
-
-    p = argparse.ArgumentParser(prog="python -m xbq.fit")
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    table, fits = compare(load_seed(), bootstrap=args.bootstrap, seed=args.seed,
-                          return_fits=True)
-    print(markdown_table(table))
-    print()
-    print(residual_table(fits))
-    print()
-    for name in ("usl-capped", "ticket", "xenblk"):
-        print(f"<details><summary>{name} report</summary>\n\n```\n{fits[name].report()}\n```\n"
-              "</details>\n")
-    return 0

@@ -12,9 +12,10 @@ to the machine-repairman M/M/1//n.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
-from xbq.models import _kernels
 from xbq.models._checks import concurrency, positive, shape_out
+from xbq.models.repairman import birth_death
 
 US_PER_S = 1e6
 
@@ -50,7 +51,7 @@ def ticket(n, think: float, serial: float, handoff: float, cap: float | None = N
         At most ``cap`` contenders (the vCPU count).
     """
     x, a, s, c, cp = _args(n, think, serial, handoff, cap)
-    return shape_out(n, _kernels.ticket_batch(x, a, s, c, cp, True)[0] * US_PER_S)
+    return shape_out(n, ticket_batch(x, a, s, c, cp, True)[0] * US_PER_S)
 
 
 def mcs(n, think: float, serial: float, handoff: float = 0.0, cap: float | None = None):
@@ -59,11 +60,37 @@ def mcs(n, think: float, serial: float, handoff: float = 0.0, cap: float | None 
     Monotone in n, rising to the plateau ``1/(s + c)``; see :func:`ticket` for parameters.
     """
     x, a, s, c, cp = _args(n, think, serial, handoff, cap)
-    return shape_out(n, _kernels.ticket_batch(x, a, s, c, cp, False)[0] * US_PER_S)
+    return shape_out(n, ticket_batch(x, a, s, c, cp, False)[0] * US_PER_S)
 
 
 def ticket_queue(n: int, think: float, serial: float, handoff: float) -> float:
     """Mean number of cores holding or waiting for the ticket lock, ``C = sum k P_k``."""
     n = int(concurrency(n, integer=True)[0])
     svc = serial + handoff * np.arange(1, n + 1) / 2.0
-    return float(_kernels.birth_death(n, positive("think", think), svc)[1])
+    return float(birth_death(n, positive("think", think), svc)[1])
+
+
+# --- kernels (no argument checks: called through the wrappers above) ---------------------
+
+
+@njit(cache=True)
+def ticket_batch(x, think, serial, handoff, cap, per_waiter):
+    """Ticket (per_waiter=True: hand-off ``c*k/2``) or MCS (constant ``c``) lock model.
+
+    ``x`` (m,) concurrency; parameter arrays (B,). Returns (B, m) requests per µs.
+    """
+    B = think.shape[0]
+    m = x.shape[0]
+    out = np.empty((B, m))
+    for b in range(B):
+        for i in range(m):
+            n = int(np.rint(min(x[i], cap[b])))
+            svc = np.empty(max(n, 1))
+            for k in range(1, n + 1):
+                if per_waiter:
+                    svc[k - 1] = serial[b] + handoff[b] * k / 2.0
+                else:
+                    svc[k - 1] = serial[b] + handoff[b]
+            xb, _ = birth_death(n, think[b], svc)
+            out[b, i] = xb
+    return out

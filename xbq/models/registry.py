@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from xbq.errors import XbqError
-from xbq.models import _kernels
+from xbq.models.locks import ticket_batch
+from xbq.models.mva import mva_fit_batch
+from xbq.models.repairman import repairman_batch
+from xbq.models.xenblk import xenblk_batch
 
 US_PER_S = 1e6
 INF = float("inf")
@@ -111,24 +114,24 @@ def _c(P, i):
 
 
 def _mva(x, P):
-    return _kernels.mva_fit_batch(x, _c(P, 0), _c(P, 1), _c(P, 2)) * US_PER_S
+    return mva_fit_batch(x, _c(P, 0), _c(P, 1), _c(P, 2)) * US_PER_S
 
 
 def _repairman(x, P):
     servers = np.maximum(1, np.rint(P[:, 2])).astype(np.int64)
-    return _kernels.repairman_batch(x, _c(P, 0), _c(P, 1), servers, _c(P, 3)) * US_PER_S
+    return repairman_batch(x, _c(P, 0), _c(P, 1), servers, _c(P, 3)) * US_PER_S
 
 
 def _ticket(x, P):
-    return _kernels.ticket_batch(x, _c(P, 0), _c(P, 1), _c(P, 2), _c(P, 3), True) * US_PER_S
+    return ticket_batch(x, _c(P, 0), _c(P, 1), _c(P, 2), _c(P, 3), True) * US_PER_S
 
 
 def _mcs(x, P):
-    return _kernels.ticket_batch(x, _c(P, 0), _c(P, 1), _c(P, 2), _c(P, 3), False) * US_PER_S
+    return ticket_batch(x, _c(P, 0), _c(P, 1), _c(P, 2), _c(P, 3), False) * US_PER_S
 
 
 def _xenblk(x, P):
-    return _kernels.xenblk_batch(x, np.ascontiguousarray(P, dtype=float)) * US_PER_S
+    return xenblk_batch(x, np.ascontiguousarray(P, dtype=float)) * US_PER_S
 
 
 _GAMMA = ParamSpec("gamma", 5e4, 1.0, 1e8, "IOPS", "throughput of one job", local=True)

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from math import lgamma
 
 import numpy as np
+from numba import njit
 
 from xbq.errors import XbqError
-from xbq.models import _kernels
 from xbq.models._checks import concurrency, positive, shape_out
 
 US_PER_S = 1e6
@@ -77,6 +77,52 @@ def repairman(n, service: float, think: float, servers: int = 1, cap: float | No
     if int(servers) < 1:
         raise XbqError("servers must be >= 1")
     c = np.inf if cap is None else positive("cap", cap)
-    out = _kernels.repairman_batch(x, np.array([z]), np.array([s]),
+    out = repairman_batch(x, np.array([z]), np.array([s]),
                                    np.array([int(servers)], dtype=np.int64), np.array([c]))
     return shape_out(n, out[0] * US_PER_S)
+
+
+# --- kernels (no argument checks: called through the wrappers above) ---------------------
+
+
+@njit(cache=True)
+def birth_death(n, think, service):
+    """Closed birth–death chain of ``n`` sources: return (throughput per µs, mean queue).
+
+    State ``k`` (0..n) counts sources at the server; birth rate ``(n-k)/think``, death rate
+    ``1/service[k-1]``. Unnormalised weights are products of positive ratios, rescaled
+    whenever they grow large, then normalised: never negative, no cancellation.
+    ``think`` must be > 0.
+    """
+    if n <= 0:
+        return 0.0, 0.0
+    w = 1.0
+    total = 1.0
+    mean = 0.0
+    for k in range(1, n + 1):
+        w *= (n - k + 1) / think * service[k - 1]
+        total += w
+        mean += k * w
+        if total > 1e200:
+            w /= total
+            mean /= total
+            total = 1.0
+    mean /= total
+    return (n - mean) / think, mean
+
+
+@njit(cache=True)
+def repairman_batch(x, think, service, servers, cap):
+    """Machine repairman M/M/m//N (``m = servers``); (B, m) requests per µs."""
+    B = think.shape[0]
+    m = x.shape[0]
+    out = np.empty((B, m))
+    for b in range(B):
+        for i in range(m):
+            n = int(np.rint(min(x[i], cap[b])))
+            svc = np.empty(max(n, 1))
+            for k in range(1, n + 1):
+                svc[k - 1] = service[b] / min(k, servers[b])
+            xb, _ = birth_death(n, think[b], svc)
+            out[b, i] = xb
+    return out

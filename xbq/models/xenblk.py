@@ -34,9 +34,10 @@ The same parameter set describes both drivers on one machine; only ``queues`` di
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
-from xbq.models import _kernels
 from xbq.models._checks import concurrency, positive, shape_out
+from xbq.models.repairman import birth_death
 
 US_PER_S = 1e6
 
@@ -78,7 +79,7 @@ def throughput(jobs, *, queues: float = 1, **params) -> np.ndarray | float:
     for name in ("t_ring", "t_shared", "t_handoff", "t_wake", "t_back", "t_dev"):
         positive(name, values[name], allow_zero=True)
     row = np.array([[values[p] for p in PARAMS]], dtype=float)
-    return shape_out(jobs, _kernels.xenblk_batch(x, row)[0] * US_PER_S)
+    return shape_out(jobs, xenblk_batch(x, row)[0] * US_PER_S)
 
 
 def single_ring(jobs, **params):
@@ -89,3 +90,78 @@ def single_ring(jobs, **params):
 def multi_ring(jobs, queues: int = 16, **params):
     """The blk-mq driver: ``queues`` rings, each with its own lock."""
     return throughput(jobs, queues=queues, **params)
+
+
+# --- kernels (no argument checks: called through the wrappers above) ---------------------
+
+
+@njit(cache=True)
+def xenblk_batch(x, P):
+    """The xen-blk model for B parameter rows; see :func:`xbq.models.xenblk.throughput`.
+
+    Columns of ``P``: t_cpu, t_ring, t_shared, t_handoff, t_wake, pcpus, vcpus, queues,
+    ring_size, t_back, t_dev. Returns (B, m) requests per µs.
+    """
+    B = P.shape[0]
+    m = x.shape[0]
+    out = np.empty((B, m))
+    for b in range(B):
+        t_cpu = P[b, 0]
+        t_ring = P[b, 1]
+        t_shared = P[b, 2]
+        c = P[b, 3]
+        t_wake = P[b, 4]
+        pcpus = P[b, 5]
+        vcpus = P[b, 6]
+        queues = max(1.0, P[b, 7])
+        ring_size = P[b, 8]
+        t_back = P[b, 9]
+        t_dev = P[b, 10]
+        for i in range(m):
+            jobs = x[i]
+            n = int(np.rint(min(jobs, vcpus)))
+            n = max(n, 1)
+            # vCPUs beyond the physical CPUs time-share them: each runs at speed pcpus/n.
+            speed = 1.0 if n <= pcpus else pcpus / n
+            # jobs beyond the vCPUs sleep; a completion for a sleeping job wakes it inside
+            # the completion path, with the lock that path holds (the one ring lock, or the
+            # device-wide lock shared by all rings): blkif_interrupt ends requests locked.
+            asleep = 0.0 if jobs <= vcpus else 1.0 - vcpus / jobs
+            wake = t_wake * asleep
+            svc = np.empty(n)
+            if queues <= 1.0:
+                # one ring, one lock: ring work and shared work serialise together
+                think = t_cpu / speed
+                for k in range(1, n + 1):
+                    svc[k - 1] = (t_ring + t_shared) / speed + wake + c * k / 2.0
+                xg, _ = birth_death(n, think, svc)
+            else:
+                # Q rings with their own locks; CPUs spread over rings. With at most one
+                # CPU per ring the ring lock is uncontended and its work is plain CPU time;
+                # only the state shared by all rings stays behind one lock.
+                per_ring = n / queues
+                if per_ring <= 1.0:
+                    think = (t_cpu + t_ring) / speed + c / 2.0
+                    for k in range(1, n + 1):
+                        svc[k - 1] = t_shared / speed + wake + c * k / 2.0
+                    xg, _ = birth_death(n, think, svc)
+                else:
+                    # several CPUs per ring: ring locks become the contended stations;
+                    # approximate by the slower of ring-lock and shared-lock chains
+                    nr = int(np.ceil(per_ring))
+                    svr = np.empty(nr)
+                    for k in range(1, nr + 1):
+                        svr[k - 1] = t_ring / speed + c * k / 2.0
+                    xr, _ = birth_death(nr, (t_cpu + t_shared) / speed + wake, svr)
+                    for k in range(1, n + 1):
+                        svc[k - 1] = t_shared / speed + wake + c * k / 2.0
+                    xs, _ = birth_death(n, (t_cpu + t_ring) / speed, svc)
+                    xg = min(xr * queues * per_ring / nr, xs)
+            # backend thread per ring and ring slots: hard ceilings
+            cap = xg
+            if t_back > 0.0:
+                cap = min(cap, queues / t_back)
+            if t_back + t_dev > 0.0:
+                cap = min(cap, queues * ring_size / (t_back + t_dev))
+            out[b, i] = cap
+    return out

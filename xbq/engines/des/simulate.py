@@ -1,0 +1,318 @@
+"""``simulate``: run the discrete-event twin for one or more points and return a tidy frame.
+
+The frame has the common :data:`xbq.engines.schema.COLUMNS` (``engine="des"``) followed by where the
+time went, all measured over the window after the warm-up:
+
+* ``util_vcpu_busy`` / ``util_vcpu_spin`` / ``util_vcpu_hold``: fraction of guest vCPU time
+  running anything / spinning on a driver lock / holding one;
+* ``util_dom0_busy`` / ``util_dom0_spin`` / ``util_dom0_hold``: the same for dom0's vCPUs
+  (backend threads and completions; spin/hold concern the shared backend lock);
+* ``util_vcpu_steal`` / ``util_dom0_steal``: with a pCPU pool (``pcpus`` > 0), the fraction
+  of vCPU time runnable but waiting for a physical CPU (Xen's "steal" time; included in
+  busy and spin); ``util_pcpu``: the pool's utilisation (NaN without a pool);
+* ``util_device``: SSD channels busy (fraction), or for the null device the mean number of
+  requests inside it;
+* ``batch_mean``: requests per ``__do_block_io_op`` pass that found work; ``irq_per_req``,
+  ``ctx_per_req``, ``parked_per_req`` (requests that found their ring full or stopped);
+* ``little_L`` (time-average I/Os in the system) and ``little_XW`` (throughput x mean
+  latency), which Little's law says must agree; ``max_ring_occupancy`` (most requests ever
+  outstanding on one ring) next to ``ring_size``; ``warmup_s`` (when the window began),
+  ``events``, ``wall_s``.
+
+After the window the twin drains, as the native engine does: no job starts another I/O, the
+ones in flight complete, and every driver request is accounted for by its tag (issued vs
+completed), so ``lost`` and ``duplicated`` are counts, not zeros by construction; a run that
+loses or duplicates a request raises :class:`~xbq.errors.XbqError`. The drain happens in
+virtual time after the window and changes no measured column (``in_flight_end`` counts the
+I/Os in flight when the window closed; ``completed`` counts the whole run, drain included).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from xbq._jit import first_compile
+from xbq.blkif.blk_mq import blk_mq_map_queues, new_hw_queues
+from xbq.blkif.blkback import BLKBACK_STATS, new_blkback
+from xbq.blkif.blkfront import BLKFRONT_STATS, blkfront_pages, new_blkfront
+from xbq.blkif.negotiate import negotiate
+from xbq.blkif.vbd import new_vbd
+from xbq.checks import (
+    MAX_IODEPTH,
+    MAX_JOBS,
+    MAX_QUEUES,
+    MAX_VCPUS,
+    check_int,
+    check_ints,
+    check_seconds,
+    check_seed,
+)
+from xbq.engines.des import loop as des_loop
+from xbq.engines.des import state as S
+from xbq.engines.des.loop import run
+from xbq.engines.des.params import DesParams
+from xbq.engines.schema import point_key, to_frame
+from xbq.errors import XbqError
+from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, max_block_sectors, new_workload
+from xbq.workload.hist import hist_quantiles
+from xbq.workload.rng import new_streams
+
+MODES = ("sq", "mq1", "mq")
+#: Device size seen by the workload (512-byte sectors): 4 GiB, fio's ``size=4g``.
+DEV_SECTORS = 8 << 20
+#: Guest pages reserved as the (never touched) data buffer of every request.
+BUF_PAGES = 64
+#: Closed loop: the warm-up lasts until every job's I/Os have cycled this many times
+#: (``WARMUP_CYCLES * jobs * iodepth`` completions), so the start-up burst has drained.
+WARMUP_CYCLES = 3
+#: ... but never more than this many virtual seconds past the minimum warm-up.
+WARMUP_MAX_S = 5.0
+#: The drain after the window lasts at most this long (virtual s); what is still in flight
+#: then is lost.
+DRAIN_MAX_S = 10.0
+#: Longest window and warm-up accepted (virtual seconds).
+MAX_DURATION_S = 1000.0
+#: Cold compile of the twin's kernels on 2 cores (s), quoted by the first-run notice.
+COMPILE_S = 35
+_INJECT = {"drop": S.INJECT_DROP, "duplicate": S.INJECT_DUPLICATE}
+_FS = {n: i for i, n in enumerate(BLKFRONT_STATS)}
+_BS = {n: i for i, n in enumerate(BLKBACK_STATS)}
+
+
+def connect(nr_rings: int, order: int, persistent: bool, max_indirect: int, sectors: int,
+            vcpus: int, dom0_vcpus: int):
+    """``(conn, buf_pfn)``: a device with ``nr_rings`` rings of ``2**order`` pages, through
+    the real XenStore handshake, and the first guest page of a ``BUF_PAGES``-page data
+    buffer (the twin moves no data)."""
+    pages = blkfront_pages(nr_rings, order, max_indirect) + BUF_PAGES + 64
+    conn = negotiate(vcpus=max(vcpus, nr_rings), max_queues=nr_rings,
+                     backend_max_queues=nr_rings, dom0_vcpus=dom0_vcpus,
+                     max_ring_page_order=order, backend_max_ring_page_order=4,
+                     feature_persistent=persistent, backend_feature_persistent=persistent,
+                     max_indirect_segments=max_indirect, sectors=sectors, front_pages=pages)
+    if not conn.connected or conn.nr_rings != nr_rings:
+        raise XbqError(f"handshake did not give {nr_rings} ring(s): "
+                       f"{conn.error or f'{conn.nr_rings} negotiated'}")
+    return conn, conn.front.alloc_pages(BUF_PAGES)
+
+
+def job_placement(jobs: int, vcpus: int, seed: int, random: bool) -> np.ndarray:
+    """The vCPU each fio job runs on: round-robin, or uniformly at random (seeded).
+
+    fio's IOmeter job does not pin its jobs; the guest scheduler then need not spread them
+    evenly (wake-affine placement piles I/O threads onto the CPUs that take the interrupts),
+    so with ``random`` some vCPUs, and through blk-mq's map their rings, carry several jobs
+    and others none. The draw depends only on ``seed`` and the sizes.
+    """
+    if not random:
+        return np.arange(jobs) % vcpus
+    rng = np.random.default_rng(np.random.SeedSequence([seed, jobs, vcpus, 0x706C6163]))
+    return rng.integers(0, vcpus, jobs)
+
+
+def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, params,
+           bssplit, rwmixread, rep, max_events=0, inject=None, quiet=False):
+    p = params
+    rings = queues if mode == "mq" else 1
+    dom0 = int(p.dom0_vcpus)
+    order = int(p.ring_page_order)
+    conn, buf_pfn = connect(rings, order, bool(p.persistent), int(p.max_indirect), DEV_SECTORS,
+                            vcpus, dom0)
+    fe = new_blkfront(conn, touch_data=False)
+    be = new_blkback(conn, new_vbd("null", DEV_SECTORS), defer=True)
+    wl = new_workload(bssplit, rwmixread, DEV_SECTORS)
+    ents = int(conn.nr_ents)
+    open_loop = p.arrival_ns > 0
+    maxio = 65536 if open_loop else jobs * iodepth
+    max_split = -(-max_block_sectors(wl) // fe.max_sectors)
+    sim = np.zeros(1, S.SIM_DTYPE)
+    s = sim[0]
+    for name, value in dict(
+            sq=int(mode == "sq"), jobs=jobs, vcpus=vcpus, ncpu=vcpus + dom0, rings=rings,
+            nr_ents=ents, iodepth=iodepth, warm_min=int(round(warmup * 1e9)),
+            duration=int(round(duration * 1e9)), maxio=maxio, max_sectors=fe.max_sectors,
+            buf_pfn=buf_pfn, open=int(open_loop), ssd=int(p.device_ssd),
+            channels=int(p.ssd_channels), nflocks=rings, belock=rings, max_events=max_events,
+            warm_ios=_warmup_ios(warmup_ios, p, jobs, iodepth),
+            drain_max=int(DRAIN_MAX_S * 1e9)).items():
+        s[name] = value
+    s["warm_max"] = s["warm_min"] + int(WARMUP_MAX_S * 1e9)
+    if inject is not None:  # test hook: (what, k) drops or duplicates the k-th completion
+        s["inject"], s["inject_at"] = _INJECT[inject[0]], int(inject[1])
+    job_vcpu = job_placement(jobs, vcpus, seed, bool(p.job_placement))
+    job_ring = blk_mq_map_queues(vcpus, rings)[job_vcpu]
+    ring_irq = (np.arange(rings) % vcpus) if (mode == "mq" and p.irq_spread) \
+        else np.zeros(rings, np.int64)
+    ring_be = vcpus + np.arange(rings) % dom0
+    streams = new_streams(seed, 2 * jobs + 1)
+    st = S.new_state(sim, streams, len(BLKFRONT_STATS), len(BLKBACK_STATS), job_vcpu, job_ring,
+                     ring_irq, ring_be, qcap=jobs + rings * ents + rings + 8,
+                     pcpus=int(p.pcpus))
+    hctx, dispatch = new_hw_queues(rings, maxio * max_split + 1)
+    P = p.to_record()
+    with first_compile("the discrete-event twin", des_loop, COMPILE_S, quiet=quiet):
+        t0 = time.perf_counter()
+        run(sim, st["cpus"], st["runq"], st["prq"], st["heap"], st["jobs"], st["pend"],
+            st["ios"], streams, st["drings"], st["done"], st["locks"], st["lockq"], st["dq"],
+            hctx, dispatch, fe.args(), be.args(), wl[0], P)
+        wall = time.perf_counter() - t0
+    if s["t_warm"] >= S.NEVER and not s["acc_err"]:
+        raise XbqError("simulation ended before its warm-up did (no events left)")
+    if s["acc_err"]:
+        code = int(s["acc_err"])
+        where = f" (I/O tag {int(s['acc_err_tag'])})" if code == S.ERR_DUPLICATE else ""
+        raise XbqError(f"simulation failed: {S.ERRORS.get(code, f'code {code}')}{where}")
+    ios = st["ios"]
+    lost_tags = np.flatnonzero(ios["issued"] > ios["completed"])
+    lost = int((ios["issued"] - ios["completed"])[lost_tags].sum())
+    if lost:
+        raise XbqError(f"{lost} request(s) lost: issued but never completed after a "
+                       f"{DRAIN_MAX_S:g} s drain (first: I/O tag {int(lost_tags[0])})")
+    dur = duration
+    done = s["acc_done"]
+    dr = st["drings"]
+    fs = dr["fs1"].sum(axis=0) - dr["fs0"].sum(axis=0)
+    bs = dr["bs1"].sum(axis=0) - dr["bs0"].sum(axis=0)
+    reqs = max(fs[_FS["requests"]], 1)
+    q50, q99, q999 = hist_quantiles(s["hist"], [0.5, 0.99, 0.999]) / 1e3
+    in_flight = int(s["acc_in_flight"])
+    lat_mean = s["acc_lat_sum"] / done if done else float("nan")
+    cpus = st["cpus"]
+    g = slice(0, vcpus)
+    d = slice(vcpus, vcpus + dom0)
+    dev_util = s["acc_dev_busy"] / (dur * 1e9)
+    if p.device_ssd:
+        dev_util /= p.ssd_channels
+    parked = float(hctx["parked"].sum())
+    row = {
+        "engine": "des", "mode": mode, "jobs": jobs, "queues": rings, "vcpus": vcpus,
+        "iodepth": iodepth, "rep": rep, "seed": seed, "duration_s": dur,
+        "iops": done / dur, "read_iops": s["acc_reads"] / dur,
+        "write_iops": s["acc_writes"] / dur, "mbps": s["acc_bytes"] / dur / 1e6,
+        "lat_mean_us": lat_mean / 1e3, "lat_p50_us": q50, "lat_p99_us": q99,
+        "lat_p999_us": q999, "submitted": int(s["acc_submitted"]),
+        "completed": int(s["acc_completed"]),
+        "lost": lost, "duplicated": int(s["acc_dup"]),
+        "notify_fe_per_req": fs[_FS["notify"]] / reqs,
+        "notify_be_per_req": bs[_BS["notify"]] / max(bs[_BS["responses"]], 1),
+        "ring_full": int(fs[_FS["ring_full"]]),
+        "util_vcpu_busy": cpus["busy"][g].sum() / (vcpus * dur * 1e9),
+        "util_vcpu_spin": cpus["spin"][g].sum() / (vcpus * dur * 1e9),
+        "util_vcpu_hold": cpus["hold"][g].sum() / (vcpus * dur * 1e9),
+        "util_dom0_busy": cpus["busy"][d].sum() / (dom0 * dur * 1e9),
+        "util_dom0_spin": cpus["spin"][d].sum() / (dom0 * dur * 1e9),
+        "util_dom0_hold": cpus["hold"][d].sum() / (dom0 * dur * 1e9),
+        "util_vcpu_steal": cpus["steal"][g].sum() / (vcpus * dur * 1e9),
+        "util_dom0_steal": cpus["steal"][d].sum() / (dom0 * dur * 1e9),
+        "util_pcpu": ((cpus["busy"].sum() - cpus["steal"].sum()) / (p.pcpus * dur * 1e9)
+                      if p.pcpus > 0 else float("nan")),
+        "util_device": dev_util,
+        "batch_mean": bs[_BS["requests"]] / max(bs[_BS["batches"]], 1),
+        "irq_per_req": fs[_FS["interrupts"]] / reqs,
+        "ctx_per_req": s["acc_ctx"] / reqs,
+        "parked_per_req": parked / max(s["acc_submitted"], 1),
+        "little_L": s["acc_area"] / (dur * 1e9),
+        "little_XW": (done / dur) * (lat_mean / 1e9) if done else float("nan"),
+        "max_ring_occupancy": int(s["acc_max_occ"]), "ring_size": ents,
+        "in_flight_end": in_flight, "dropped": int(s["acc_dropped"]),
+        "warmup_s": float(s["t_warm"]) / 1e9,
+        "events": int(s["acc_events"]), "wall_s": wall,
+        "point_key": des_key(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios,
+                             seed, rep, p, bssplit, rwmixread),
+    }
+    return row
+
+
+def _warmup_ios(warmup_ios, params, jobs, iodepth) -> int:
+    if warmup_ios is not None:
+        return int(warmup_ios)
+    return 0 if params.arrival_ns > 0 else WARMUP_CYCLES * jobs * iodepth
+
+
+def des_key(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, rep,
+            params, bssplit=IOMETER_BSSPLIT, rwmixread=IOMETER_RWMIXREAD) -> str:
+    """The :func:`xbq.engines.schema.point_key` of one simulated point (every input of the run)."""
+    return point_key({"engine": "des", "mode": mode, "jobs": int(jobs), "queues": int(queues),
+                      "vcpus": int(vcpus), "iodepth": int(iodepth), "duration": float(duration),
+                      "warmup": float(warmup),
+                      "warmup_ios": _warmup_ios(warmup_ios, params, jobs, iodepth),
+                      "seed": int(seed),
+                      "rep": int(rep), "params": params.to_dict(), "bssplit": bssplit,
+                      "rwmixread": float(rwmixread)})
+
+
+def simulate(mode: str, jobs: int | Sequence[int], queues: int = 16, vcpus: int = 16,
+             iodepth: int = 64, duration: float = 0.2, seed: int = 1,
+             params: DesParams | None = None, *, warmup: float | None = None,
+             warmup_ios: int | None = None, bssplit: str = IOMETER_BSSPLIT,
+             rwmixread: float = IOMETER_RWMIXREAD, rep: int = 0,
+             max_events: int = 0, quiet: bool = False,
+             _inject: tuple | None = None) -> pd.DataFrame:
+    """Simulate fio's IOmeter job against blkfront/blkback in virtual time.
+
+    Parameters
+    ----------
+    mode : {"sq", "mq1", "mq"}
+        ``sq``: legacy driver, one ring, one ``io_lock`` for submission and completion;
+        ``mq1``: blk-mq with one hardware queue; ``mq``: ``queues`` rings with per-ring locks.
+    jobs : int or sequence of int
+        fio ``numjobs``; one row per value.
+    queues : int
+        Rings in ``mq`` mode (``sq``/``mq1`` use one).
+    vcpus : int
+        Guest vCPUs; job j runs on vCPU ``j % vcpus`` (see :func:`job_placement`).
+    iodepth : int
+        I/Os each job keeps in flight (closed loop; ignored with ``params.arrival_ns > 0``).
+    duration : float
+        Measured interval in virtual seconds, after ``warmup``.
+    seed : int
+        Seeds every random stream (jobs, arrivals, device): same seed, same frame.
+    params : DesParams, optional
+        Costs (default :class:`DesParams()`).
+    warmup : float, optional
+        Least virtual seconds discarded first (default ``max(0.1 * duration, 2 ms)``).
+    warmup_ios : int, optional
+        The warm-up also lasts until this many I/Os have completed (default: closed loop
+        ``WARMUP_CYCLES * jobs * iodepth``, so the burst of the first ``jobs * iodepth``
+        submissions has drained; open loop 0), at most ``WARMUP_MAX_S`` past ``warmup``.
+        The row's ``warmup_s`` says when the measured window began.
+    quiet : bool
+        No "compiling" notice on a cold cache (it is also silent when stderr is no terminal).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ``jobs`` value: :data:`xbq.engines.schema.COLUMNS` then the columns listed in
+        this module's docstring.
+    """
+    p = params if params is not None else DesParams()
+    job_list, wu, wi = check_simulate(mode, jobs, queues, vcpus, iodepth, duration, seed,
+                                      warmup, warmup_ios)
+    rows = [_point(mode, int(j), int(queues), int(vcpus), int(iodepth), float(duration), wu, wi,
+                   int(seed), p, bssplit, rwmixread, rep, int(max_events), _inject, quiet)
+            for j in job_list]
+    return to_frame(rows)
+
+
+def check_simulate(mode, jobs, queues, vcpus, iodepth, duration, seed, warmup=None,
+                   warmup_ios=None):
+    """Check :func:`simulate`'s arguments (one line per bad value, before any compilation).
+
+    Returns ``(jobs as a list, warm-up in s, warm-up I/Os or None)``.
+    """
+    if mode not in MODES:
+        raise XbqError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    job_list = check_ints("jobs", jobs, 1, MAX_JOBS)
+    check_int("queues", queues, 1, MAX_QUEUES)
+    check_int("vcpus", vcpus, 1, MAX_VCPUS)
+    check_int("iodepth", iodepth, 1, MAX_IODEPTH)
+    duration = check_seconds("duration", duration, MAX_DURATION_S)
+    check_seed(seed)
+    wu = max(0.1 * duration, 0.002) if warmup is None else \
+        check_seconds("warmup", warmup, MAX_DURATION_S, positive=False)
+    wi = None if warmup_ios is None else check_int("warmup_ios", warmup_ios, 0, 1 << 62)
+    return job_list, wu, wi

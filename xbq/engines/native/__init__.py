@@ -1,0 +1,131 @@
+"""The native engine: the blkif protocol run by real OS threads on the machine at hand.
+
+fio-like jobs and one ``xen_blkif_schedule`` thread per ring execute ``nogil`` numba loops
+(:mod:`xbq.engines.native.loops`) over the very blkfront/blkback code of
+:mod:`xbq.blkif.blkfront` and :mod:`xbq.blkif.blkback`, synchronised only by the protocol's
+atomics and the frontend lock of the driver being measured
+(:mod:`xbq.engines.native.locks`): one ``io_lock`` in ``sq`` mode, a ``ring_lock`` per ring
+in ``mq`` mode. See ``docs/native.md``.
+
+Public API: :func:`measure` (a tidy frame in the :mod:`xbq.engines.schema` schema,
+``engine="native"``), :func:`xbq.engines.native.runner.run_point` for one point.
+"""
+
+from __future__ import annotations
+
+from xbq.engines.schema import to_frame
+from xbq.errors import XbqError
+from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD
+
+WORKLOADS = {"iometer": (IOMETER_BSSPLIT, IOMETER_RWMIXREAD)}
+
+__all__ = ["measure", "WORKLOADS"]
+
+
+def _as_list(value, name):
+    values = [value] if isinstance(value, (int, str)) else list(value)
+    if not values:
+        raise XbqError(f"{name} must not be empty")
+    return values
+
+
+def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload="iometer",
+            device="null", ring_page_order=0, lock="ticket", duration=2.0, warmup=0.5, reps=1,
+            seed=0, store=None, *, bssplit=None, rwmixread=None, dev_sectors=None,
+            backend_max_queues=16, stall_s=3.0, lock_timeout_s=10.0, progress=None):
+    """Measure IOPS of blkfront/blkback on real threads; one row per (mode, jobs, rep).
+
+    Parameters
+    ----------
+    mode : {"sq", "mq"} or list of them
+        ``sq``: one ring and one ``io_lock`` shared by submit and completion (legacy
+        blkfront); ``mq``: ``queues`` rings with a ``ring_lock`` each (blk-mq blkfront).
+    jobs : int or list of int
+        fio jobs (threads); each is a point.
+    queues : int
+        Rings in mq mode (at most ``vcpus`` and ``backend_max_queues``).
+    vcpus : int
+        Guest vCPUs: job ``j`` runs on vCPU ``j % vcpus`` and submits on blk-mq's queue for it.
+    iodepth : int
+        I/Os each job keeps in flight.
+    workload : str
+        ``"iometer"`` (fio's IOmeter file-server mix) or a fio ``bssplit`` string.
+    device : {"null", "ramdisk"}
+        The ramdisk moves data through the grants and is verified at the end.
+    ring_page_order : int
+        blkfront's ``max_ring_page_order`` (0: 32-slot rings, up to 4: 512 slots).
+    lock : {"ticket", "ttas", "mcs"}
+        The spinlock behind ``io_lock`` / ``ring_lock``.
+    duration, warmup : float
+        Measured window and warm-up before it, in seconds.
+    reps : int
+        Repetitions of each point (seeded ``SeedSequence([seed, rep])``).
+    seed : int
+    store : xbq.study.results.ResultsStore or callable, optional
+        Each point is appended to it the moment it is measured; points it already holds
+        (same configuration, by ``point_key``) are not measured again and come back from it.
+        A callable is called (with no argument) to make the store once every argument has
+        been checked, so a bad argument touches no file.
+    bssplit, rwmixread : optional
+        Override the workload's block-size split / read percentage.
+    dev_sectors, backend_max_queues, stall_s, lock_timeout_s :
+        Device size (512-byte sectors), blkback's ``max_queues``, watchdog and lock timeouts (s).
+    progress : callable, optional
+        Called with each row as it is measured (or found in ``store``).
+
+    Points run repetition by repetition, and within one, job count by job count with the
+    modes side by side, so that a change in what else runs on the machine hits every series
+    alike instead of biasing the one measured last.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The :data:`xbq.engines.schema.COLUMNS` then native extras: lock statistics, CPU time,
+        responses per interrupt, requests per backend batch, ...
+
+    Raises
+    ------
+    XbqError
+        Bad arguments (one line), a stalled run, a lock timeout, a lost or duplicated request,
+        a data mismatch.
+    """
+    from xbq.engines.native.runner import NativeConfig, check_config, config_key, run_point
+
+    modes = _as_list(mode, "mode")
+    job_list = _as_list(jobs, "jobs")
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise XbqError(f"reps must be an integer >= 1, not {reps!r}")
+    if workload in WORKLOADS:
+        ws, wr = WORKLOADS[workload]
+    elif isinstance(workload, str) and "/" in workload:
+        ws, wr = workload, IOMETER_RWMIXREAD
+    else:
+        raise XbqError(f"unknown workload {workload!r}; use 'iometer' or a fio bssplit")
+    ws = bssplit if bssplit is not None else ws
+    wr = rwmixread if rwmixread is not None else wr
+    configs = [NativeConfig(mode=m, jobs=j, queues=queues, vcpus=vcpus, iodepth=iodepth,
+                            bssplit=ws, rwmixread=wr, device=device,
+                            ring_page_order=ring_page_order, lock=lock, duration_s=duration,
+                            warmup_s=warmup, seed=seed, rep=rep, dev_sectors=dev_sectors,
+                            backend_max_queues=backend_max_queues, stall_s=stall_s,
+                            lock_timeout_s=lock_timeout_s)
+               for rep in range(reps) for j in job_list for m in modes]
+    for cfg in configs:  # every point is checked before the first one runs
+        check_config(cfg)
+    if callable(store):
+        store = store()
+    done = store.done() if store is not None else set()
+    stored = {r["point_key"]: r for r in store.rows(done)} if done else {}
+    rows = []
+    for cfg in configs:
+        key = config_key(cfg)
+        if key in stored:
+            row = stored[key]
+        else:
+            row = run_point(cfg)
+            if store is not None:
+                store.append([row])
+        rows.append(row)
+        if progress is not None:
+            progress(row)
+    return to_frame(rows)

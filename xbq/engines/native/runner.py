@@ -1,0 +1,581 @@
+"""Run one measured point of the native engine: handshake, threads, watchdog, checks, a row.
+
+:func:`run_point` connects a blkfront/blkback pair through the real XenStore handshake
+(:func:`xbq.blkif.negotiate.negotiate`), builds the engine's records, starts one OS thread
+per backend ring and per fio job (each runs a ``nogil`` loop of
+:mod:`xbq.engines.native.loops`), and lets the Python main thread keep time and watch: it
+moves the run through warm-up, the measured window and the drain, and aborts it (through
+the shared stop word every loop checks) when no thread makes progress. After the drain it
+checks that every driver request completed exactly once and, with the ramdisk, that the
+disk holds exactly what was written; any violation raises :class:`xbq.errors.XbqError`.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xbq._jit import first_compile
+from xbq.blkif.blk_mq import blk_mq_map_queues, new_hw_queues
+from xbq.blkif.blkback import BS_BATCHES, BS_NOTIFY, BS_REQUESTS, BS_RESPONSES, new_blkback
+from xbq.blkif.blkfront import (
+    BLKIF_STATE_CONNECTED,
+    FS_INTERRUPTS,
+    FS_NOTIFY,
+    FS_REQUESTS,
+    FS_RESPONSES,
+    FS_RING_FULL,
+    blkfront_pages,
+    new_blkfront,
+)
+from xbq.blkif.negotiate import negotiate
+from xbq.blkif.vbd import VBD_KINDS, new_vbd
+from xbq.checks import (
+    MAX_IODEPTH,
+    MAX_NATIVE_JOBS,
+    MAX_QUEUES,
+    MAX_VCPUS,
+    check_int,
+    check_seconds,
+    check_seed,
+)
+from xbq.engines.native import loops as K
+from xbq.engines.native.locks import (
+    LK_ACQUIRED,
+    LK_CONTENDED,
+    LK_MAX_WAITERS,
+    LK_WAIT_NS,
+    LK_YIELDS,
+    LOCK_WORDS,
+    MCS_WORDS,
+    lock_kind,
+    new_locks,
+    new_mcs_nodes,
+)
+from xbq.engines.schema import point_key
+from xbq.errors import XbqError
+from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, max_block_sectors, new_workload
+from xbq.workload.hist import hist_mean, hist_quantiles, new_hist
+from xbq.workload.rng import new_streams
+from xbq.xen.abi import BLKFRONT_MAX_INDIRECT_SEGMENTS
+from xbq.xen.ring import sring_header
+
+MODES = ("sq", "mq")
+#: blkback's ``max_queues`` default is the backend domain's online CPUs; negotiate's dom0 has 16.
+DEFAULT_BACKEND_MAX_QUEUES = 16
+DEV_NAME = "1.xvda"  # blkback names its ring threads "<domid>.<devname>-<ring>"
+#: Longest measured window, warm-up or timeout accepted (s): a day.
+MAX_DURATION_S = 86400.0
+
+
+@dataclass(frozen=True)
+class NativeConfig:
+    """One measured point.
+
+    Attributes
+    ----------
+    mode : {"sq", "mq"}
+        ``sq``: one ring behind one ``io_lock``; ``mq``: ``queues`` rings, a ``ring_lock`` each.
+    jobs, queues, vcpus, iodepth : int
+        fio jobs (threads), rings asked for in mq mode, guest vCPUs, I/Os in flight per job.
+    bssplit, rwmixread : str, float
+        The fio workload (default: IOmeter file server, 80 % reads).
+    device : {"null", "ramdisk"}
+    ring_page_order : int
+        blkfront's ``max_ring_page_order`` (blkback allows up to 4).
+    lock : {"ticket", "ttas", "mcs"}
+    duration_s, warmup_s : float
+        Measured window and the warm-up before it (s).
+    seed, rep : int
+        Random streams come from ``SeedSequence([seed, rep])``, one per job.
+    dev_sectors : int or None
+        Device size in 512-byte sectors (None: 2**21 for null, 2**18 for the ramdisk).
+    backend_max_queues : int
+        blkback's ``max_queues``; asking for more queues is an error.
+    stall_s : float
+        The watchdog aborts after this long without progress (s).
+    lock_timeout_s : float
+        A lock waiter gives up after this long (s).
+    spin : int
+        Pause-spins before an idle thread starts yielding.
+    stall_ring, stall_after : int
+        Test hook: the backend thread of ring ``stall_ring`` stops servicing after
+        ``stall_after`` requests (-1: never).
+    inject : tuple or None
+        Test hook: ``("drop", k)`` or ``("duplicate", k)`` loses or repeats the completion of
+        the k-th driver request the interrupt handlers see.
+    """
+
+    mode: str = "mq"
+    jobs: int = 1
+    queues: int = 4
+    vcpus: int = 16
+    iodepth: int = 32
+    bssplit: str = IOMETER_BSSPLIT
+    rwmixread: float = IOMETER_RWMIXREAD
+    device: str = "null"
+    ring_page_order: int = 0
+    lock: str = "ticket"
+    duration_s: float = 2.0
+    warmup_s: float = 0.5
+    seed: int = 0
+    rep: int = 0
+    dev_sectors: int | None = None
+    backend_max_queues: int = DEFAULT_BACKEND_MAX_QUEUES
+    stall_s: float = 3.0
+    lock_timeout_s: float = 10.0
+    spin: int = 200
+    stall_ring: int = -1
+    stall_after: int = 0
+    inject: tuple | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def check_config(cfg: NativeConfig) -> None:
+    """Refuse a bad point with a one-line :class:`XbqError` before anything is built."""
+    if cfg.mode not in MODES:
+        raise XbqError(f"unknown mode {cfg.mode!r}; choose sq or mq")
+    check_int("jobs", cfg.jobs, 1, MAX_NATIVE_JOBS)
+    check_int("queues", cfg.queues, 1, MAX_QUEUES)
+    check_int("vcpus", cfg.vcpus, 1, MAX_VCPUS)
+    check_int("iodepth", cfg.iodepth, 1, MAX_IODEPTH)
+    check_int("backend_max_queues", cfg.backend_max_queues, 1, MAX_QUEUES)
+    check_seed(cfg.seed)
+    if cfg.mode == "mq":
+        if cfg.queues > cfg.backend_max_queues:
+            raise XbqError(f"{cfg.queues} queues exceed the backend's maximum of "
+                           f"{cfg.backend_max_queues} (multi-queue-max-queues)")
+        if cfg.queues > cfg.vcpus:
+            raise XbqError(f"{cfg.queues} queues exceed the {cfg.vcpus} vCPUs "
+                           "(blkfront caps max_queues at the online vCPUs)")
+    lock_kind(cfg.lock)
+    if cfg.device not in VBD_KINDS:
+        raise XbqError(f"unknown device {cfg.device!r}; choose null or ramdisk")
+    check_int("ring page order", cfg.ring_page_order, 0, 4)
+    check_seconds("duration", cfg.duration_s, MAX_DURATION_S)
+    check_seconds("warmup", cfg.warmup_s, MAX_DURATION_S, positive=False)
+    check_seconds("the watchdog timeout", cfg.stall_s, MAX_DURATION_S)
+    check_seconds("the lock timeout", cfg.lock_timeout_s, MAX_DURATION_S)
+    if cfg.dev_sectors is not None:
+        check_int("dev_sectors", cfg.dev_sectors, 1, 1 << 40)
+    new_workload(cfg.bssplit, cfg.rwmixread)  # a bad bssplit or rwmixread: one line
+
+
+#: NativeConfig fields that are test hooks or bookkeeping, not part of what is measured.
+_NOT_CONFIG = ("extra", "inject", "stall_ring", "stall_after", "stall_s", "lock_timeout_s")
+
+
+def config_key(cfg: NativeConfig) -> str:
+    """The point's :func:`xbq.engines.schema.point_key` (every measured setting, no test hook)."""
+    from dataclasses import asdict
+
+    return point_key({"engine": "native", **{k: v for k, v in asdict(cfg).items()
+                                             if k not in _NOT_CONFIG}})
+
+
+def _connect(cfg: NativeConfig, sectors: int, buffer_pages: int):
+    queues = cfg.queues if cfg.mode == "mq" else 1
+    front_pages = max(1 << 15, 4096 + buffer_pages + blkfront_pages(
+        queues, cfg.ring_page_order, BLKFRONT_MAX_INDIRECT_SEGMENTS))
+    conn = negotiate(vcpus=cfg.vcpus, max_queues=queues,
+                     backend_max_queues=cfg.backend_max_queues,
+                     dom0_vcpus=cfg.backend_max_queues,
+                     max_ring_page_order=cfg.ring_page_order, sectors=sectors,
+                     front_pages=front_pages)
+    if not conn.connected:
+        raise XbqError(f"the handshake failed: {conn.error}")
+    if conn.nr_rings != queues:
+        raise XbqError(f"the handshake gave {conn.nr_rings} rings, not the {queues} asked for")
+    return conn
+
+
+class _Point:
+    """Everything one run builds (kept together so the watchdog can describe it)."""
+
+    def __init__(self, cfg: NativeConfig):
+        check_config(cfg)
+        self.cfg = cfg
+        J, D = cfg.jobs, cfg.iodepth
+        data = cfg.device == "ramdisk"
+        sectors = cfg.dev_sectors or (1 << 18 if data else 1 << 21)
+        wl0 = new_workload(cfg.bssplit, cfg.rwmixread, sectors)  # validates the workload
+        align = int(wl0["align"][0])
+        max_bs = max_block_sectors(wl0)
+        region = (sectors // J) // max(align, 8) * max(align, 8)
+        if region < max_bs:
+            raise XbqError(f"a {sectors}-sector device is too small for {J} jobs "
+                           f"(each needs a region of at least {max_bs} sectors)")
+        self.wl = new_workload(cfg.bssplit, cfg.rwmixread, region)
+        slot_pages = -(-max_bs // 8)
+        buffer_pages = J * D * slot_pages if data else slot_pages
+        self.conn = _connect(cfg, sectors, buffer_pages)
+        R = self.conn.nr_rings
+        self.R, self.J, self.D = R, J, D
+        self.fe = new_blkfront(self.conn, touch_data=data)
+        self.vbd = new_vbd(cfg.device, sectors)
+        self.be = new_blkback(self.conn, self.vbd)
+        maxs = self.fe.max_sectors
+        maxp = -(-max_bs // maxs)
+        self.hctx, self.dispatch = new_hw_queues(R, J * D * maxp)
+        first_buf = self.conn.front.alloc_pages(buffer_pages)
+        job_vcpu = np.arange(J, dtype=np.int64) % cfg.vcpus
+        if cfg.mode == "mq":
+            qmap = blk_mq_map_queues(cfg.vcpus, R)
+            irq_vcpu = np.array([int(np.flatnonzero(qmap == q)[0]) for q in range(R)], np.int64)
+        else:
+            qmap = np.zeros(cfg.vcpus, np.int64)
+            irq_vcpu = np.zeros(1, np.int64)
+        self.qmap, self.irq_vcpu, self.job_vcpu = qmap, irq_vcpu, job_vcpu
+        par = np.zeros(1, K.NATIVE_PARAMS_DTYPE)
+        inject = {"drop": K.INJECT_DROP, "duplicate": K.INJECT_DUPLICATE}
+        par[0] = (J, R, D, maxs, maxp, lock_kind(cfg.lock), int(cfg.lock_timeout_s * 1e9),
+                  int(data), region, cfg.spin, cfg.stall_ring, cfg.stall_after,
+                  inject[cfg.inject[0]] if cfg.inject else 0,
+                  int(cfg.inject[1]) if cfg.inject else 0)
+        ss = np.random.SeedSequence([cfg.seed, cfg.rep])
+        jobs = np.zeros(J, K.JOB_DTYPE)
+        jobs["ring"] = qmap[job_vcpu]
+        jobs["vcpu"] = job_vcpu
+        jobs["region0"] = np.arange(J) * region
+        jobs["stream"] = new_streams(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)), J)
+        slots = np.zeros(J * D, K.SLOT_DTYPE)
+        slots["state"] = K.SLOT_FREE
+        slots["buf"] = (first_buf + np.arange(J * D) * slot_pages) if data \
+            else first_buf  # the null device never touches data
+        T = J + R
+        ents = self.conn.nr_ents
+        self.run = dict(
+            ctl=np.zeros(K.N_CTL, np.int64), par=par[0], jobs=jobs, irq_vcpu=irq_vcpu,
+            cnt=np.zeros((T, K.CNT_WORDS), np.int64), slots=slots,
+            tags=np.zeros(J * D * maxp, K.TAG_DTYPE), locks=new_locks(R),
+            mcs=new_mcs_nodes(J), hist=new_hist(J), done_tag=np.zeros((J, ents), np.int64),
+            done_status=np.zeros((J, ents), np.int64),
+            wseq=np.full(sectors if data else 1, K.WSEQ_NEVER, np.int64))
+        self.ctl, self.cnt, self.tags = self.run["ctl"], self.run["cnt"], self.run["tags"]
+        self.sectors, self.region, self.data = sectors, region, data
+        assert self.run["mcs"].size >= J * MCS_WORDS
+
+    def job_args(self, j: int) -> tuple:
+        """The arguments of :func:`~xbq.engines.native.loops.job_loop` for job ``j``."""
+        fe, x = self.fe, self.run
+        return (j, fe.info, fe.rinfo, fe.shadow, fe.grants, fe.gnt, fe.mem, fe.evtchn,
+                self.hctx, self.dispatch, x["ctl"], x["par"], x["jobs"], x["irq_vcpu"],
+                x["cnt"], x["slots"], x["tags"], x["locks"], x["mcs"], x["hist"],
+                x["done_tag"], x["done_status"], x["wseq"], self.wl[0])
+
+    def backend_args(self, r: int) -> tuple:
+        """The arguments of :func:`~xbq.engines.native.loops.backend_loop` for ring ``r``."""
+        x = self.run
+        return (r, self.J + r, *self.be.args(), x["ctl"], x["par"], x["cnt"])
+
+    # -- names and ring state for messages -------------------------------------------------
+
+    def thread_name(self, t: int) -> str:
+        if t < self.J:
+            v = int(self.job_vcpu[t])
+            return f"job {t} (vCPU {v}, ring {int(self.run['jobs']['ring'][t])})"
+        return f"backend thread {DEV_NAME}-{t - self.J} (ring {t - self.J})"
+
+    def ring_indices(self, r: int) -> dict[str, int]:
+        hdr = sring_header(self.fe.sring(r))
+        return {"req_prod": hdr["req_prod"], "req_cons": int(self.be.rings[r]["req_cons"]),
+                "rsp_prod": hdr["rsp_prod"], "rsp_cons": int(self.fe.rinfo[r]["rsp_cons"]),
+                "req_prod_pvt": int(self.fe.rinfo[r]["req_prod_pvt"])}
+
+    def describe_ring(self, r: int) -> str:
+        ix = self.ring_indices(r)
+        return (f"ring {r}: req_prod={ix['req_prod']} req_cons={ix['req_cons']} "
+                f"rsp_prod={ix['rsp_prod']} rsp_cons={ix['rsp_cons']}")
+
+    def snapshot(self) -> dict:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return {"t": time.perf_counter(), "cpu": ru.ru_utime + ru.ru_stime,
+                "cnt": self.cnt.copy(), "fs": self.fe.rinfo["stats"].copy(),
+                "bs": self.be.rings["stats"].copy(), "locks": self.run["locks"].copy(),
+                "parked": int(self.hctx["parked"].sum())}
+
+
+# --- threads and the watchdog -------------------------------------------------------------------
+
+
+def _thread_main(fn, args, t, errors, ctl):
+    try:
+        fn(*args)
+    except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        errors.append((t, exc))
+        if ctl[K.C_ABORT] == 0:
+            ctl[K.C_ABORT_WHO] = t
+            ctl[K.C_ABORT] = K.AB_PYTHON
+
+
+#: Cold compile of both loops on 2 cores (s), quoted by the first-run notice.
+COMPILE_S = 25
+
+
+def _compile(pt: _Point) -> None:
+    """Compile both loops in this thread (an aborted run returns at once), then reset."""
+    pt.ctl[K.C_ABORT] = K.AB_PYTHON
+    with first_compile("the native engine", K, COMPILE_S):
+        K.job_loop(*pt.job_args(0))
+        K.backend_loop(*pt.backend_args(0))
+    pt.ctl[:] = 0
+
+
+class _Watchdog:
+    """Polls progress counters; decides when the run is stalled and who stalled it."""
+
+    def __init__(self, pt: _Point):
+        self.pt = pt
+        now = time.monotonic()
+        self.last = pt.cnt[:, K.CNT_PROGRESS].copy()
+        self.since = np.full(self.last.size, now)
+        self.global_since = now
+
+    def check(self) -> str | None:
+        pt, cfg = self.pt, self.pt.cfg
+        now = time.monotonic()
+        prog = pt.cnt[:, K.CNT_PROGRESS].copy()
+        moved = prog != self.last
+        self.since[moved] = now
+        if moved.any():
+            self.global_since = now
+        self.last = prog
+        stalled = []
+        for r in range(pt.R):  # a backend with requests waiting that does not consume them
+            t = pt.J + r
+            ix = pt.ring_indices(r)
+            if ix["req_prod"] != ix["req_cons"] and now - self.since[t] > cfg.stall_s:
+                stalled.append(f"{pt.thread_name(t)} with requests waiting "
+                               f"[{pt.describe_ring(r)}]")
+        for r in range(pt.R):  # responses nobody consumes: the bound interrupt's jobs
+            ix = pt.ring_indices(r)
+            handlers = np.flatnonzero(pt.job_vcpu == pt.irq_vcpu[r])
+            if ix["rsp_prod"] != ix["rsp_cons"] and handlers.size and \
+                    all(now - self.since[h] > cfg.stall_s for h in handlers):
+                stalled.append(f"the interrupt handler of ring {r} (jobs on vCPU "
+                               f"{int(pt.irq_vcpu[r])}) [{pt.describe_ring(r)}]")
+        if not stalled and now - self.global_since > cfg.stall_s:
+            quiet = [pt.thread_name(t) for t in range(prog.size)
+                     if now - self.since[t] > cfg.stall_s]
+            rings = "; ".join(pt.describe_ring(r) for r in range(pt.R))
+            more = " ..." if len(quiet) > 8 else ""
+            stalled.append(f"every thread ({', '.join(quiet[:8])}{more}) [{rings}]")
+        if stalled:
+            return (f"watchdog: no progress for {cfg.stall_s:g} s; stalled: "
+                    + "; ".join(stalled))
+        return None
+
+
+def _abort_message(pt: _Point) -> str:
+    ctl = pt.ctl
+    reason, who = int(ctl[K.C_ABORT]), int(ctl[K.C_ABORT_WHO])
+    arg, arg2 = int(ctl[K.C_ABORT_ARG]), int(ctl[K.C_ABORT_ARG2])
+    name = pt.thread_name(who) if 0 <= who < pt.J + pt.R else f"thread {who}"
+    if reason == K.AB_LOCK:
+        return (f"{name} gave up waiting for the {pt.cfg.lock} lock of ring {arg} after "
+                f"{pt.cfg.lock_timeout_s:g} s (lock wait timed out)")
+    if reason == K.AB_PROTOCOL:
+        return f"{name}: blkif_interrupt found a protocol error on {pt.describe_ring(arg)}"
+    if reason == K.AB_STATUS:
+        return f"{name}: request tag {arg} completed with status {arg2} (not BLKIF_RSP_OKAY)"
+    if reason == K.AB_DUPLICATE:
+        return f"{name}: request tag {arg} completed twice (ring {arg2})"
+    if reason == K.AB_BAD_TAG:
+        return f"{name}: a completion carried unknown tag {arg} (ring {arg2})"
+    if reason == K.AB_QUEUE:
+        return f"{name}: blkif_queue_request refused a request on ring {arg} (code {arg2})"
+    if reason == K.AB_HALTED:
+        return f"{name}: blkback halted {pt.describe_ring(arg)} (bogus producer index)"
+    if reason == K.AB_DATA:
+        what = "reads as zeros after a write completed" if arg2 < 0 else f"word {arg2} differs"
+        return f"{name}: ramdisk data check failed at sector {arg}: {what}"
+    return f"{name}: run aborted ({K.AB_NAMES.get(reason, reason)})"
+
+
+def _run_threads(pt: _Point) -> tuple[dict, dict, float]:
+    """Start the threads, time the phases, watch; return the window's two snapshots."""
+    cfg, ctl = pt.cfg, pt.ctl
+    errors: list = []
+    threads = []
+    for r in range(pt.R):
+        t = pt.J + r
+        threads.append(threading.Thread(
+            target=_thread_main, name=f"{DEV_NAME}-{r}", daemon=True,
+            args=(K.backend_loop, pt.backend_args(r), t, errors, ctl)))
+    for j in range(pt.J):
+        threads.append(threading.Thread(
+            target=_thread_main, name=f"job{j}", daemon=True,
+            args=(K.job_loop, pt.job_args(j), j, errors, ctl)))
+    dog = _Watchdog(pt)
+    poll = min(0.02, cfg.stall_s / 10)
+    failure = None
+
+    def wait(seconds, until=None):
+        nonlocal failure
+        end = time.monotonic() + seconds
+        while failure is None and ctl[K.C_ABORT] == 0:
+            if until is not None and until():
+                return True
+            left = end - time.monotonic()
+            if left <= 0:
+                return until is None
+            time.sleep(min(poll, left))
+            failure = dog.check()
+        return False
+
+    t_start = time.perf_counter()
+    for th in threads:
+        th.start()
+    s0 = s1 = None
+    draining = False
+    try:
+        wait(cfg.warmup_s)
+        s0 = pt.snapshot()
+        ctl[K.C_PHASE] = K.PHASE_MEASURE
+        wait(cfg.duration_s)
+        ctl[K.C_PHASE] = K.PHASE_DRAIN
+        draining = failure is None  # a stall found later is a stall of the drain
+        s1 = pt.snapshot()
+        jobs = threads[pt.R:]
+        wait(3600.0, until=lambda: not any(th.is_alive() for th in jobs))
+    finally:
+        if failure is not None and ctl[K.C_ABORT] == 0:
+            ctl[K.C_ABORT] = K.AB_WATCHDOG
+        ctl[K.C_PHASE] = K.PHASE_EXIT
+        for th in threads:
+            th.join(timeout=max(10.0, 2 * cfg.lock_timeout_s))
+    alive = [th.name for th in threads if th.is_alive()]
+    lost = np.maximum(pt.tags["issued"] - pt.tags["completed"], 0)
+    if failure is not None and draining and lost.any() and ctl[K.C_ABORT] in (
+            0, K.AB_WATCHDOG):
+        raise XbqError(f"{int(lost.sum())} request(s) lost: issued but never completed "
+                       f"(the drain made no progress for {cfg.stall_s:g} s; first: tag "
+                       f"{int(np.flatnonzero(lost)[0])})")
+    if failure is not None:
+        raise XbqError(failure)
+    if errors:
+        t, exc = errors[0]
+        raise XbqError(f"{pt.thread_name(t)} raised {type(exc).__name__}: {exc}")
+    if ctl[K.C_ABORT] != 0:
+        raise XbqError(_abort_message(pt))
+    if alive:
+        raise XbqError(f"thread(s) {', '.join(alive)} did not stop")
+    return s0, s1, time.perf_counter() - t_start
+
+
+# --- checks after the drain -----------------------------------------------------------------
+
+
+def _check_exactly_once(pt: _Point) -> tuple[int, int, int, int]:
+    issued, completed = pt.tags["issued"], pt.tags["completed"]
+    lost = np.maximum(issued - completed, 0)
+    dup = int(pt.ctl[K.C_DUPS]) + int(np.maximum(completed - issued, 0).sum())
+    if lost.any():
+        first = int(np.flatnonzero(lost)[0])
+        rings = "; ".join(pt.describe_ring(r) for r in range(pt.R))
+        raise XbqError(f"{int(lost.sum())} request(s) lost: issued but never completed "
+                       f"(first: tag {first}; {rings})")
+    if dup:
+        raise XbqError(f"{dup} duplicate completion(s)")
+    if pt.fe.connected != BLKIF_STATE_CONNECTED:
+        raise XbqError("blkfront left the connected state (a protocol error)")
+    for r in range(pt.R):
+        ix = pt.ring_indices(r)
+        if len({ix["req_prod"], ix["req_cons"], ix["rsp_prod"], ix["rsp_cons"],
+                ix["req_prod_pvt"]}) != 1:
+            raise XbqError(f"ring indices disagree after the drain: {pt.describe_ring(r)}")
+    return int(issued.sum()), int(completed.sum()), int(lost.sum()), dup
+
+
+def _check_disk(pt: _Point) -> None:
+    """Every sector a completed write touched holds its pattern; every other sector is zero."""
+    disk = pt.vbd.disk.view(np.uint64).reshape(pt.sectors, 64)
+    k = np.arange(64, dtype=np.uint64)
+    for j in range(pt.J):
+        lo, hi = j * pt.region, (j + 1) * pt.region
+        written = pt.run["wseq"][lo:hi] != K.WSEQ_NEVER
+        s = np.arange(lo, hi, dtype=np.uint64)[written]
+        want = (np.uint64(j + 1) << np.uint64(56)) | (s[:, None] << np.uint64(8)) | k[None, :]
+        got = disk[lo:hi][written]
+        bad = np.flatnonzero((got != want).any(axis=1))
+        if bad.size:
+            raise XbqError(f"ramdisk data check failed: job {j} sector {int(s[bad[0]])} "
+                           "does not hold what was written")
+        if disk[lo:hi][~written].any():
+            sec = lo + int(np.flatnonzero(disk[lo:hi][~written].any(axis=1))[0])
+            raise XbqError(f"ramdisk data check failed: job {j} has data in a sector it never "
+                           f"wrote (index {sec - lo} of the unwritten ones)")
+    rest = disk[pt.J * pt.region:]
+    if rest.any():
+        raise XbqError("ramdisk data check failed: data outside every job's region")
+
+
+# --- the row ------------------------------------------------------------------------------------
+
+
+def _row(pt: _Point, s0: dict, s1: dict, elapsed: float, acct) -> dict:
+    cfg = pt.cfg
+    dt = s1["t"] - s0["t"]
+    cnt = (s1["cnt"] - s0["cnt"]).sum(axis=0)
+    fs = (s1["fs"] - s0["fs"]).sum(axis=0)
+    bs = (s1["bs"] - s0["bs"]).sum(axis=0)
+    lk = (s1["locks"] - s0["locks"]).reshape(pt.R, LOCK_WORDS)
+    lk_max = s1["locks"].reshape(pt.R, LOCK_WORDS)[:, LK_MAX_WAITERS].max()
+    ios = int(cnt[K.CNT_READS] + cnt[K.CNT_WRITES])
+    cpu = s1["cpu"] - s0["cpu"]
+    q50, q99, q999 = hist_quantiles(pt.run["hist"], [0.5, 0.99, 0.999]) / 1e3
+    acquired = int(lk[:, LK_ACQUIRED].sum())
+    contended = int(lk[:, LK_CONTENDED].sum())
+    submitted, completed, lost, dup = acct
+    return {
+        "engine": "native", "mode": cfg.mode, "jobs": cfg.jobs, "queues": pt.R,
+        "vcpus": cfg.vcpus, "iodepth": cfg.iodepth, "rep": cfg.rep, "seed": cfg.seed,
+        "duration_s": dt, "iops": ios / dt, "read_iops": int(cnt[K.CNT_READS]) / dt,
+        "write_iops": int(cnt[K.CNT_WRITES]) / dt, "mbps": int(cnt[K.CNT_BYTES]) / dt / 1e6,
+        "lat_mean_us": hist_mean(pt.run["hist"]) / 1e3, "lat_p50_us": q50, "lat_p99_us": q99,
+        "lat_p999_us": q999, "submitted": submitted, "completed": completed, "lost": lost,
+        "duplicated": dup,
+        "notify_fe_per_req": fs[FS_NOTIFY] / max(fs[FS_REQUESTS], 1),
+        "notify_be_per_req": bs[BS_NOTIFY] / max(bs[BS_RESPONSES], 1),
+        "ring_full": int(fs[FS_RING_FULL]),
+        # native extras
+        "device": cfg.device, "lock": cfg.lock, "ring_page_order": cfg.ring_page_order,
+        "nr_ents": pt.conn.nr_ents, "bssplit": cfg.bssplit, "rwmixread": cfg.rwmixread,
+        "requests": int(fs[FS_REQUESTS]), "max_sectors": pt.fe.max_sectors,
+        "parked": s1["parked"] - s0["parked"],
+        "lock_acquired": acquired, "lock_contended": contended,
+        "lock_contended_frac": contended / max(acquired, 1),
+        "lock_wait_us_per_acq": lk[:, LK_WAIT_NS].sum() / max(acquired, 1) / 1e3,
+        "lock_max_waiters": int(lk_max), "lock_yields": int(lk[:, LK_YIELDS].sum()),
+        "responses_per_irq": fs[FS_RESPONSES] / max(fs[FS_INTERRUPTS], 1),
+        "requests_per_be_batch": bs[BS_REQUESTS] / max(bs[BS_BATCHES], 1),
+        "cpu_s": cpu, "cpu_util": cpu / dt, "cpu_us_per_io": cpu / max(ios, 1) * 1e6,
+        "threads": pt.J + pt.R, "usable_cpus": len(os.sched_getaffinity(0)),
+        "data_verified": pt.data, "elapsed_s": elapsed, "point_key": config_key(cfg),
+    }
+
+
+def run_point(cfg: NativeConfig) -> dict:
+    """Measure one point; return its row (the :data:`xbq.engines.schema.COLUMNS` plus extras).
+
+    Raises
+    ------
+    XbqError
+        Bad configuration, a failed handshake, a stalled run (watchdog), a lock timeout, a
+        protocol error, a lost or duplicated request, or a ramdisk data mismatch.
+    """
+    pt = _Point(cfg)
+    _compile(pt)
+    s0, s1, elapsed = _run_threads(pt)
+    acct = _check_exactly_once(pt)
+    if pt.data:
+        _check_disk(pt)
+    return _row(pt, s0, s1, elapsed, acct)
+
+
+__all__ = ["NativeConfig", "run_point", "check_config", "blk_mq_map_queues", "MODES"]

@@ -1,0 +1,35 @@
+"""Where xbq finds its data: built from the package location, never from the working directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # xbq/
+REPO_DIR = PACKAGE_DIR.parent
+
+
+def data_dir() -> Path:
+    """Return the project's ``data/`` folder (``$XBQ_DATA_DIR`` overrides it)."""
+    return Path(os.environ.get("XBQ_DATA_DIR", REPO_DIR / "data"))
+
+
+def seed_csv() -> Path:
+    """Return the path of the published 2015 seed table."""
+    return data_dir() / "seed" / "xen-blkmq-rfc-2015.csv"
+
+
+def git_commit() -> str | None:
+    """The checkout's short commit, with ``-dirty`` if it has uncommitted changes (or None).
+
+    Recorded with every measurement and calibration, so that a result names the code that
+    produced it, and says when that code was not a commit.
+    """
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"],
+                             capture_output=True, text=True, cwd=PACKAGE_DIR, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None

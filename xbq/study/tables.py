@@ -1,0 +1,37 @@
+"""The model-comparison tables of ``docs/models.md``, printed for the seed.
+
+``python -m xbq.study.tables [--bootstrap N] [--seed S]`` prints the comparison table, the
+residual table and the reports of three models (USL with cap, ticket lock, xen-blk).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from xbq.fit.compare import compare, markdown_table, residual_table
+from xbq.study.datasets import load_seed
+
+#: Models whose full reports follow the tables.
+REPORTED = ("usl-capped", "ticket", "xenblk")
+
+
+def models_markdown(bootstrap: int = 1000, seed: int = 0) -> str:
+    """The tables and reports for the seed table, as markdown."""
+    table, fits = compare(load_seed(), bootstrap=bootstrap, seed=seed, return_fits=True)
+    parts = [markdown_table(table), residual_table(fits)]
+    parts += [f"<details><summary>{name} report</summary>\n\n```\n{fits[name].report()}\n```"
+              "\n</details>" for name in REPORTED]
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m xbq.study.tables")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    print(models_markdown(args.bootstrap, args.seed), end="")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -35,6 +35,11 @@ class Progress:
             self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
                              dynamic_ncols=True, leave=True)
 
+    @property
+    def active(self) -> bool:
+        """A bar is shown (stderr is a terminal and not quiet)."""
+        return self._bar is not None
+
     def update(self, n: int = 1, **postfix) -> None:
         """Advance by ``n`` steps; ``postfix`` values are shown after the bar."""
         if self._bar is not None:
@@ -42,10 +47,13 @@ class Progress:
                 self._bar.set_postfix(postfix, refresh=False)
             self._bar.update(n)
 
-    def write(self, text: str) -> None:
-        """Print a line above the bar (or to stderr without one)."""
+    def write(self, text: str, file=None) -> None:
+        """Print a line (to ``file``, default stdout), above the bar when one is shown."""
+        file = sys.stdout if file is None else file
         if self._bar is not None:
-            self._bar.write(text, file=sys.stderr)
+            self._bar.write(text, file=file)
+        else:
+            print(text, file=file, flush=True)
 
     def __enter__(self) -> Progress:
         return self

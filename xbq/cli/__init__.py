@@ -20,7 +20,7 @@ from xbq.errors import XbqError
 #: The order ``--help`` lists subcommands in; any other module of this package that has a
 #: ``register`` function is listed after these, alphabetically.
 ORDER = ("reproduce", "seed", "negotiate", "ring", "measure", "simulate", "calibrate", "fit",
-         "fuzz")
+         "fio", "fuzz")
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -105,6 +105,16 @@ def add_store_flags(p: argparse.ArgumentParser) -> None:
     p.set_defaults(existing="resume")
 
 
+def add_output_format(p: argparse.ArgumentParser) -> None:
+    """``--output-format {text,json,fio-json}`` (and ``--json``, the same as ``json``) for a
+    command that prints rows; sets ``args.output_format``."""
+    p.add_argument("--output-format", choices=("text", "json", "fio-json"), default="text",
+                   help="text (default), json (an array of row objects) or fio-json (fio's "
+                   "--output-format=json shape, one job section per point)")
+    p.add_argument("--json", dest="output_format", action="store_const", const="json",
+                   help="the same as --output-format json")
+
+
 def finite_float(text: str) -> float:
     """argparse type: a finite number (``inf`` and ``nan`` are refused)."""
     try:
@@ -123,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    prog = f"xbq {args.command}"
+    prog = getattr(args, "prog", None) or f"xbq {args.command}"  # a nested command sets it
     try:
         return int(args.func(args) or 0)
     except XbqError as exc:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from xbq.cli import add_store_flags, int_list, nonnegative_int, positive_int
+from xbq.cli import (
+    add_output_format,
+    add_store_flags,
+    int_list,
+    nonnegative_int,
+    positive_int,
+)
 
 LOCKS = ("ticket", "ttas", "mcs")
 DEVICES = ("null", "ramdisk")
@@ -79,8 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "with a FILE.meta.json machine sidecar; points already in FILE are not "
                    "measured again")
     add_store_flags(p)
-    p.add_argument("--json", action="store_true",
-                   help="print a JSON array of row objects instead of a table")
+    add_output_format(p)
     p.set_defaults(func=run)
 
 
@@ -99,13 +103,19 @@ def _line(row: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from xbq.engines.native import measure
     from xbq.engines.schema import to_json_rows
+    from xbq.progress import Progress
+    from xbq.study.fio import to_fio_json
     from xbq.study.results import ResultsStore
 
+    text = args.output_format == "text"
+    modes = args.mode if isinstance(args.mode, list) else [args.mode]
+    bar = Progress(len(modes) * len(args.jobs) * args.reps, "measure",
+                   quiet=not text)
+
     def progress(row):
-        if not args.json:
-            print(_line(row), flush=True)
-        else:
-            print(_line(row), file=sys.stderr, flush=True)
+        if text:
+            bar.write(_line(row))
+        bar.update(1, jobs=row["jobs"], iops=f"{row['iops'] / 1e3:.0f}k")
 
     arguments = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     meta = {"engine": "native", "command": "xbq measure", "arguments": arguments,
@@ -114,15 +124,18 @@ def run(args: argparse.Namespace) -> int:
     def store():  # made once every argument has been checked
         return ResultsStore(args.out, meta, existing=args.existing)
 
-    df = measure(mode=args.mode, jobs=args.jobs, queues=args.queues, vcpus=args.vcpus,
-                 iodepth=args.iodepth, workload=args.workload, device=args.device,
-                 ring_page_order=args.ring_page_order, lock=args.lock,
-                 duration=args.duration, warmup=args.warmup, reps=args.reps, seed=args.seed,
-                 store=store if args.out else None, bssplit=args.bssplit,
-                 rwmixread=args.rwmixread, backend_max_queues=args.backend_max_queues,
-                 progress=progress)
-    if args.json:
+    with bar:
+        df = measure(mode=args.mode, jobs=args.jobs, queues=args.queues, vcpus=args.vcpus,
+                     iodepth=args.iodepth, workload=args.workload, device=args.device,
+                     ring_page_order=args.ring_page_order, lock=args.lock,
+                     duration=args.duration, warmup=args.warmup, reps=args.reps,
+                     seed=args.seed, store=store if args.out else None, bssplit=args.bssplit,
+                     rwmixread=args.rwmixread, backend_max_queues=args.backend_max_queues,
+                     progress=progress)
+    if args.output_format == "json":
         print(to_json_rows(df))
+    elif args.output_format == "fio-json":
+        print(to_fio_json(df))
     elif args.out:
         print(f"{len(df)} point(s) in {args.out}")
     return 0

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from xbq.cli import add_store_flags, finite_float, int_list, nonnegative_int, positive_int
+from xbq.cli import (
+    add_output_format,
+    add_store_flags,
+    finite_float,
+    int_list,
+    nonnegative_int,
+    positive_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,8 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also append the rows to FILE (.csv or .parquet) as they finish; "
                    "points already in FILE are not simulated again")
     add_store_flags(p)
-    p.add_argument("--json", action="store_true",
-                   help="print the rows as a JSON array of objects (as xbq measure --json)")
+    add_output_format(p)
     p.set_defaults(func=run)
 
 
@@ -49,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from xbq.engines.des.simulate import check_simulate, des_key, simulate
     from xbq.engines.schema import to_frame, to_json_rows
     from xbq.progress import Progress
+    from xbq.study.fio import to_fio_json
     from xbq.study.results import ResultsStore
 
     params = load_params(args.params) if args.params else DesParams()
@@ -64,21 +71,25 @@ def run(args: argparse.Namespace) -> int:
                        warmup, None, args.seed, 0, params) for j in jobs}
     stored = {r["point_key"]: r for r in store.rows(keys.values())} if store else {}
     rows = []
-    with Progress(len(jobs), "simulate", quiet=args.json) as bar:
+    with Progress(len(jobs), "simulate", quiet=args.output_format != "text") as bar:
         for j in jobs:
             if keys[j] in stored:
                 rows.append(stored[keys[j]])
             else:
                 df = simulate(args.mode, j, queues=args.queues, vcpus=args.vcpus,
                               iodepth=args.iodepth, duration=args.duration, seed=args.seed,
-                              params=params, warmup=args.warmup)
+                              params=params, warmup=args.warmup,
+                              quiet=args.output_format != "text")
                 rows += df.to_dict(orient="records")
                 if store is not None:
                     store.append(df.to_dict(orient="records"))
             bar.update(1, jobs=j)
     frame = to_frame(rows)
-    if args.json:
+    if args.output_format == "json":
         print(to_json_rows(frame))
+        return 0
+    if args.output_format == "fio-json":
+        print(to_fio_json(frame))
         return 0
     cols = ["mode", "jobs", "queues", "iops", "lat_mean_us", "lat_p99_us", "util_vcpu_busy",
             "util_vcpu_spin", "util_dom0_busy", "util_device", "notify_fe_per_req",

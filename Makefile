@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.xbq-installed
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv reproduce test test-slow bench lint clean
+.PHONY: all venv reproduce test test-slow bench lint lab clean
 
 all: test
 
@@ -37,6 +37,12 @@ test-slow: $(STAMP)
 ## Speed benchmarks: measured and reported, never asserted.
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -m benchmark -s -p no:randomly
+
+## JupyterLab on notebooks/ in the project's environment (jupytext keeps each .ipynb and its
+## percent-format .py in step; they are synced first).
+lab: $(STAMP)
+	$(BIN)/jupytext --sync notebooks/*.py
+	$(BIN)/jupyter lab notebooks/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -14,32 +14,43 @@
 # ---
 
 # %% [markdown]
-# # The published table, the kit's own measurement, and the twin
+# # The published table, the kit's own measurements, and the twin
 #
 # Three views of the same question, single ring behind one lock versus per-queue rings,
 # over fio's job counts:
 #
 # * the 2015 cover letter (`data/seed/`, 16-vCPU guest, null_blk);
-# * xbq's native engine, real threads and spinlocks on the machine where
-#   `data/measured/` was recorded (see its README: 2 cores, not 16);
+# * xbq's native engine, real threads and spinlocks: the sweep committed in `data/measured/`
+#   (see its README: 2 cores, not 16) and, when `xbq reproduce` runs this notebook, the
+#   short measurement it has just taken on this machine;
 # * the discrete-event twin of the 16-vCPU guest with the committed calibration
 #   (`data/calibrated/`).
 #
 # Then the queueing models are fitted to the measured table, as to the seed in
 # `fit_models`.
 
+# %% tags=["parameters"]
+quick = False  # shorter twin runs, fewer bootstrap resamples
+out_dir = "out"
+native_csv = None  # this machine's measurement (xbq reproduce's native step), if any
+twin_csv = None  # the twin on the seed's points (xbq reproduce's twin step); None: run it
+
 # %%
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from xbq.engines.des.params import load_params
-from xbq.engines.des.simulate import simulate
+from xbq.engines.des.table import simulate_table
 from xbq.fit import fit
 from xbq.study.datasets import load_seed
 from xbq.study.paths import data_dir
 from xbq.study.plots import plot_fits, plot_iops
 
 SERIES = {"sq": "single_ring", "mq": "multi_ring"}
+FIGURES = Path(out_dir) / "figures"
+FIGURES.mkdir(parents=True, exist_ok=True)
 seed = load_seed()
 measured = pd.read_csv(data_dir() / "measured" / "native-sweep-2core.csv")
 measured["series"] = measured["mode"].map(SERIES)
@@ -52,33 +63,38 @@ measured.groupby(["series", "jobs"]).iops.agg(["mean", "min", "max"]).unstack(0)
 measured[["lost", "duplicated"]].sum()
 
 # %% [markdown]
+# This machine, now (when `native_csv` is given):
+
+# %%
+here = None
+if native_csv is not None and Path(native_csv).exists():
+    here = pd.read_csv(native_csv)
+    here["series"] = here["mode"].map(SERIES)
+    print(here[["series", "jobs", "queues", "iops", "lat_p50_us", "lock_contended_frac",
+                "cpu_util"]].round(3).to_string(index=False))
+
+# %% [markdown]
 # ## The twin, with the calibrated costs
 #
-# Short runs (20 ms of virtual time per point) to keep the notebook quick; the calibration
-# itself used at least 200k requests per point.
+# Each seed point is simulated with the committed costs (`xbq.engines.des.table.
+# simulate_table`); the calibration itself used at least 200k requests per point.
 
 # %%
 params = load_params(data_dir() / "calibrated" / "des-params.json")
-twin = pd.concat([simulate(mode, sorted(seed.jobs.unique()), queues=16, vcpus=16, iodepth=64,
-                           duration=0.02, seed=1, params=params).assign(series=series)
-                  for mode, series in SERIES.items()], ignore_index=True)
-cmp = seed.merge(twin[["series", "jobs", "iops"]], on=["series", "jobs"],
-                 suffixes=("_seed", "_twin"))
-cmp["rel_error"] = cmp.iops_twin / cmp.iops_seed - 1
-cmp.round(3)
+if twin_csv is not None and Path(twin_csv).exists():
+    twin = pd.read_csv(twin_csv)
+else:
+    twin = simulate_table(seed, params, duration=0.01 if quick else 0.1, seed=1)
+twin[["series", "jobs", "iops_table", "iops", "rel_error"]].round(3)
 
 # %%
-fig = plot_iops({"published (2015, 16 vCPUs)": seed,
-                 "native threads (2 cores)": measured,
-                 "discrete-event twin (16 vCPUs)": twin})
+views = {"published (2015, 16 vCPUs)": seed, "native threads (2 cores, committed)": measured,
+         "discrete-event twin (16 vCPUs)": twin}
+if here is not None:
+    views["native threads (this machine)"] = here
+fig = plot_iops(views)
+fig.savefig(FIGURES / "engines-views.png", dpi=110, bbox_inches="tight")
 plt.show()
-
-# %% [markdown]
-# Where the twin says the time goes (per-resource utilisation at each point):
-
-# %%
-cols = [c for c in twin.columns if c.startswith(("util_", "notify_", "batch_"))]
-twin[["series", "jobs", "iops"] + cols].round(3)
 
 # %% [markdown]
 # ## Models fitted to the measured table
@@ -88,11 +104,13 @@ twin[["series", "jobs", "iops"] + cols].round(3)
 
 # %%
 fits = {name: fit(measured[["series", "jobs", "queues", "vcpus", "iops"]], name,
-                  bootstrap=200, seed=0) for name in ("usl", "usl-capped", "ticket")}
+                  bootstrap=50 if quick else 200, seed=0)
+        for name in ("usl", "usl-capped", "ticket")}
 pd.DataFrame({(name, s): {"r2": e["r2"], "loo_rmse": e["loo_rmse"], "peak_x": e["peak_x"],
                           "peak_iops": e["peak_iops"]}
               for name, res in fits.items() for s, e in res.series.items()}).T.round(3)
 
 # %%
 fig = plot_fits(measured, fits, ncols=3)
+fig.savefig(FIGURES / "engines-fits.png", dpi=110, bbox_inches="tight")
 plt.show()

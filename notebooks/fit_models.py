@@ -18,12 +18,15 @@
 #
 # Loads the seed table, fits every model of `xbq.models` (each series separately, the
 # mechanistic xen-blk model jointly with one parameter set for both drivers), shows the
-# comparison table of `docs/models.md`, and plots the fits with bootstrap bands and the
-# residuals. Runs top to bottom in a few seconds:
-# `.venv/bin/python notebooks/fit_models.py` (figures go to `out/fit_models/`).
+# comparison table of `docs/models.md` with every model's intervals, and plots the fits with
+# bootstrap bands and the residuals. Runs top to bottom in a few seconds; `xbq reproduce`
+# executes it with the parameters below (figures go to `out_dir/figures/`).
+
+# %% tags=["parameters"]
+quick = False  # 100 bootstrap resamples instead of 1000
+out_dir = "out"
 
 # %%
-import os
 import sys
 from pathlib import Path
 
@@ -40,10 +43,11 @@ from xbq.fit import compare
 from xbq.fit.compare import markdown_table
 from xbq.models import ld_mva, ld_mva_textbook
 from xbq.study.datasets import load_seed
+from xbq.study.tables import parameter_table
 
-OUT = Path(os.environ.get("XBQ_FIGURES", "out/fit_models"))
+OUT = Path(out_dir) / "figures"
 OUT.mkdir(parents=True, exist_ok=True)
-BOOTSTRAP = int(os.environ.get("XBQ_BOOTSTRAP", "300"))
+BOOTSTRAP = 100 if quick else 1000
 seed = load_seed()
 print(seed.to_string(index=False))
 
@@ -56,6 +60,16 @@ print(seed.to_string(index=False))
 table, fits = compare(seed, bootstrap=BOOTSTRAP, seed=0, return_fits=True)
 pd.set_option("display.width", 200)
 print(markdown_table(table))
+
+# %% [markdown]
+# ## Every fitted parameter, with its standard error and bootstrap interval
+# Intervals are the 2.5-97.5 % percentiles of the parametric bootstrap; a parameter whose
+# interval touches its bound is pinned by the bound, not by the data.
+
+# %%
+params = parameter_table(fits)
+with pd.option_context("display.max_rows", 200, "display.float_format", "{:.4g}".format):
+    print(params.to_string(index=False))
 
 # %% [markdown]
 # ## Fits with bootstrap bands
@@ -75,7 +89,7 @@ for ax, (name, sub) in zip(g.axes.flat, curves.groupby("model", sort=False), str
     ax.set_xscale("log", base=2)
 g.add_legend()
 g.set_axis_labels("fio jobs", "IOPS")
-g.savefig(OUT / "fits.png", dpi=110)
+g.savefig(OUT / "fit_models-fits.png", dpi=110)
 
 # %% [markdown]
 # ## Residuals
@@ -92,7 +106,7 @@ for axis, (s, part) in zip(ax, data.groupby("series"), strict=True):
     axis.set_title(s)
     axis.set_ylabel("(observed - fit) / fit")
 fig.tight_layout()
-fig.savefig(OUT / "residuals.png", dpi=110)
+fig.savefig(OUT / "fit_models-residuals.png", dpi=110)
 
 # %% [markdown]
 # ## Why the load-dependent MVA here is computed in log space

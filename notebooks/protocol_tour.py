@@ -21,6 +21,10 @@
 # blkback, what a malicious frontend gets back, and how the event indices batch
 # notifications. Everything here is the code the native and discrete-event engines call.
 
+# %% tags=["parameters"]
+quick = False  # fewer I/Os in the batching sweep (xbq reproduce --quick)
+out_dir = "out"  # (this chapter writes no files)
+
 # %%
 import numpy as np
 import pandas as pd
@@ -128,7 +132,8 @@ print({k: v for k, v in be.stats().items() if k in ("requests", "responses", "er
 # %%
 rows = []
 for batch in (1, 2, 4, 8, 16):
-    res = loopback(negotiate(vcpus=1, max_queues=1, sectors=1 << 16), nr_ios=20_000,
+    res = loopback(negotiate(vcpus=1, max_queues=1, sectors=1 << 16),
+                   nr_ios=2_000 if quick else 20_000,
                    batch=batch, device="null", seed=batch)
     n = res["front"]["requests"]
     rows.append(dict(batch=batch, requests=res["requests"],

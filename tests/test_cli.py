@@ -61,7 +61,7 @@ def test_reproduce_quick_writes_every_artefact(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["reproduce", "--quick", "--out", str(out),
                  "--steps", "handshake,ring,seed"]) == 0
-    for name in ("REPORT.md", "ring.json", "seed.txt", "xenstore-multi_ring.txt"):
+    for name in ("REPORT.md", "index.html", "ring.json", "seed.txt", "xenstore-multi_ring.txt"):
         assert (out / name).stat().st_size > 0
     assert "multi-queue-num-queues = \"16\"" in (out / "xenstore-multi_ring.txt").read_text()
     assert main(["reproduce", "--out", str(out), "--steps", "nope"]) == 1

@@ -98,10 +98,10 @@ def test_calibrate_progress_on_a_table_of_fewer_than_seven_points(tmp_path, caps
     small = tmp_path / "small.csv"
     small.write_text("".join(seed_csv().read_text().splitlines(keepends=True)[:5]))
     rc = main(["calibrate", str(small), "--fit", "submit_ns", "--fit-requests", "200",
-               "--max-nfev", "1", "--final-requests", "300"])
+               "--max-nfev", "1", "--final-requests", "300", "--verbose"])
     assert rc == 0
     err = capsys.readouterr().err
-    assert "eval 1:" in err and "median" in err
+    assert "setting 1/1" in err and "eval 1:" in err and "median" in err
 
 
 def test_calibrate_resumes_from_its_checkpoint(tmp_path, monkeypatch):

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 from xbq.cli import nonnegative_int, positive_int
 from xbq.engines.des.calibrate import FIT_PARAMS
-
-#: Columns a table to calibrate on must have.
-TABLE_COLUMNS = ("series", "jobs", "queues", "vcpus", "iops")
+from xbq.engines.des.table import TABLE_COLUMNS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,13 +45,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--final-requests", type=positive_int, default=200_000,
                    help="requests per point in the final check (default 200000)")
     p.add_argument("--seed", type=nonnegative_int, default=1, help="random seed (default 1)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--verbose", action="store_true",
+                   help="a line per evaluation on stderr instead of the progress bar (the bar "
+                   "shows only on a terminal)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from xbq.engines.des.calibrate import calibrate, write_result
     from xbq.errors import XbqError
+    from xbq.progress import Progress
     from xbq.study.datasets import load_iops_table, load_seed
 
     def numbers(text, flag):
@@ -76,10 +77,21 @@ def run(args: argparse.Namespace) -> int:
                 for d0 in numbers(args.dom0_vcpus, "--dom0-vcpus")]
     machines = [m for k, m in enumerate(machines) if m not in machines[:k]]
 
-    def progress(n, params, r):
-        if not args.quiet:
-            print(f"eval {n}: max |rel err| {abs(r).max():.3f}, "
-                  f"median {statistics.median(abs(r)):.3f}", file=sys.stderr, flush=True)
+    quiet = args.quiet or args.json
+    bar = Progress(len(machines), "calibrate", unit="setting", quiet=quiet or args.verbose)
+
+    def progress(info):
+        best = info["best_max_rel_error"]
+        best_s = "-" if best is None else f"{best:.1%}"
+        if info["event"] == "eval":
+            line = (f"setting {info['machine'] + 1}/{info['machines']} {info['fixed'] or ''} "
+                    f"eval {info['eval']}: max |rel err| {info['max_rel_error']:.3f}, median "
+                    f"{info['median_rel_error']:.3f}; best max so far {best_s}")
+            if args.verbose and not quiet:
+                bar.write(line, file=sys.stderr)
+            bar.update(0, eval=info["eval"], err=f"{info['max_rel_error']:.1%}", best=best_s)
+        else:
+            bar.update(1, best=f"{info['best_max_rel_error']:.1%}")
 
     started = provenance("xbq calibrate " + " ".join(sys.argv[2:]))  # the code that runs
     table = load_seed() if args.file is None else load_iops_table(args.file,
@@ -88,10 +100,11 @@ def run(args: argparse.Namespace) -> int:
         raise XbqError(f"directory {Path(args.out).parent} does not exist")
     # each machine setting's fit is kept beside --out as it ends; a rerun resumes from it
     checkpoint = f"{args.out}.partial.jsonl" if args.out else None
-    result = calibrate(table, fit=names, machines=machines, seed=args.seed,
-                       fit_requests=args.fit_requests, max_nfev=args.max_nfev,
-                       final_requests=args.final_requests, progress=progress,
-                       checkpoint=checkpoint)
+    with bar:
+        result = calibrate(table, fit=names, machines=machines, seed=args.seed,
+                           fit_requests=args.fit_requests, max_nfev=args.max_nfev,
+                           final_requests=args.final_requests, progress=progress,
+                           checkpoint=checkpoint)
     result["provenance"] = started
     if args.out:
         write_result(result, args.out)

@@ -14,23 +14,29 @@ from xbq.study.reproduce import STEPS, reproduce
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reproduce",
-        help="run the whole study end to end and write its results to a directory",
+        help="run the whole study end to end and publish it as out/index.html",
         description="Run every step of the study (handshake, protocol exchange, seed table, "
-        "model fits, twin, native measurement) and write tables, figures and a report to "
-        "--out.",
+        "model fits, twin, native measurement), execute the notebooks as its chapters, and "
+        "write tables, figures, the chapters as HTML and out/index.html. Steps whose inputs "
+        "and code are unchanged are reused from --out.",
     )
     p.add_argument("--out", default="out", help="output directory (default: out)")
     p.add_argument("--quick", action="store_true",
-                   help="fewer I/Os and bootstrap resamples (for a smoke test)")
+                   help="fewer I/Os, shorter runs and bootstrap resamples (a smoke test)")
     p.add_argument("--steps", default=None,
                    help=f"comma-separated subset of steps (default all: {','.join(STEPS)})")
+    p.add_argument("--force", action="store_true", help="rerun steps that could be reused")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     steps = None if args.steps is None else [s.strip() for s in args.steps.split(",")]
-    failed = reproduce(args.out, quick=args.quick, steps=steps,
+    failed = reproduce(args.out, quick=args.quick, steps=steps, force=args.force,
+                       progress=not args.no_progress,
                        echo=lambda line: print(line, flush=True))
     if failed:
-        raise XbqError(f"step(s) failed: {', '.join(failed)} (see {args.out}/<step>.error.txt)")
+        raise XbqError(f"step(s) failed: {', '.join(failed)} (see {args.out}/<step>.error.txt "
+                       f"and {args.out}/index.html)")
+    print(f"wrote {args.out}/index.html")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from xbq.errors import XbqError
 from xbq.fit.core import fit
 from xbq.models.registry import MODELS
 
@@ -12,7 +13,8 @@ JOINT = ("xenblk",)
 
 
 def compare(df: pd.DataFrame, models=None, *, x: str = "jobs", bootstrap: int = 1000,
-            seed: int = 0, joint=JOINT, fix=None, return_fits: bool = False):
+            seed: int = 0, joint=JOINT, fix=None, return_fits: bool = False,
+            on_error: str = "raise"):
     """Fit each model and tabulate fit quality, out-of-sample error and the peak.
 
     Parameters
@@ -27,6 +29,10 @@ def compare(df: pd.DataFrame, models=None, *, x: str = "jobs", bootstrap: int = 
         Models fitted jointly across series (parameters shared unless marked local).
     fix : dict, optional
         ``{model: {param: value}}`` fixed values.
+    on_error : {"raise", "note"}
+        A model that cannot be fitted to this table (e.g. fewer distinct points than free
+        parameters) raises, or becomes one row with the reason in a ``note`` column and no
+        figures (then the table has that column).
 
     Returns
     -------
@@ -39,11 +45,20 @@ def compare(df: pd.DataFrame, models=None, *, x: str = "jobs", bootstrap: int = 
         ``return_fits`` also the dict of :class:`~xbq.fit.FitResult`.
     """
     models = list(MODELS) if models is None else list(models)
+    if on_error not in ("raise", "note"):
+        raise XbqError(f"on_error must be 'raise' or 'note', not {on_error!r}")
     fix = fix or {}
     rows, fits = [], {}
     for name in models:
-        res = fit(df, name, x=x, joint=name in joint, bootstrap=bootstrap, seed=seed,
-                  fix=fix.get(name))
+        try:
+            res = fit(df, name, x=x, joint=name in joint, bootstrap=bootstrap, seed=seed,
+                      fix=fix.get(name))
+        except XbqError as exc:
+            if on_error == "raise":
+                raise
+            rows.append(dict(model=name, fit="joint" if name in joint else "separate",
+                             series="all", note=str(exc)))
+            continue
         fits[name] = res
         for s, e in res.series.items():
             pc = e.get("peak_ci") or {"x": [None, None], "iops": [None, None]}

@@ -82,3 +82,85 @@ def plot_iops(frames: dict[str, pd.DataFrame], *, x: str = "jobs", title: str | 
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+STATE_COLORS = {"spinning on a lock": "#c0392b", "holding a lock": "#e67e22",
+                "other work": "#2471a3", "idle": "#d5d8dc"}
+
+
+def plot_time_breakdown(long: pd.DataFrame):
+    """Stacked bars: each CPU group's time by state at each job count, one panel per group
+    and series (:func:`xbq.study.breakdown.time_breakdown`)."""
+    key = "series" if "series" in long else "mode"
+    groups = list(dict.fromkeys(long["group"]))
+    series = sorted(long[key].unique())
+    fig, axes = plt.subplots(len(groups), len(series), figsize=(4.4 * len(series),
+                             2.8 * len(groups)), sharey=True, squeeze=False)
+    for i, g in enumerate(groups):
+        for j, s in enumerate(series):
+            ax = axes[i, j]
+            part = long[(long.group == g) & (long[key] == s)]
+            wide = part.pivot_table(index="jobs", columns="state", values="fraction",
+                                    sort=True)
+            bottom = np.zeros(len(wide))
+            xs = np.arange(len(wide))
+            for state, color in STATE_COLORS.items():
+                if state in wide:
+                    ax.bar(xs, wide[state].to_numpy(), bottom=bottom, color=color,
+                           label=state, width=0.75)
+                    bottom += wide[state].to_numpy()
+            ax.set_xticks(xs, [str(v) for v in wide.index])
+            ax.set_title(f"{s}: {g}", fontsize=9)
+            ax.set_ylim(0, 1)
+            if j == 0:
+                ax.set_ylabel("share of CPU time")
+            if i == len(groups) - 1:
+                ax.set_xlabel("fio jobs")
+    axes[0, -1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_request(long: pd.DataFrame):
+    """Counts per request against job count, one panel per metric
+    (:func:`xbq.study.breakdown.per_request`)."""
+    key = "series" if "series" in long else "mode"
+    metrics = list(dict.fromkeys(long["metric"]))
+    ncols = 3
+    nrows = -(-len(metrics) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 2.7 * nrows), squeeze=False)
+    for ax, m in zip(axes.flat, metrics, strict=False):
+        part = long[long.metric == m]
+        for k, (s, g) in enumerate(part.groupby(key, sort=True)):
+            g = g.sort_values("jobs")
+            ax.plot(g.jobs, g.value, marker="o", ms=3, color=_color(s, k), label=s)
+        ax.set_xscale("log", base=2)
+        ax.set_title(m, fontsize=9)
+        ax.set_xlabel("fio jobs")
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_whatifs(frame: pd.DataFrame):
+    """IOPS against job count for every what-if variant, one panel per series
+    (:func:`xbq.study.whatif.run_whatifs`)."""
+    series = sorted(frame["series"].unique())
+    fig, axes = plt.subplots(1, len(series), figsize=(5.0 * len(series), 3.4), sharey=True,
+                             squeeze=False)
+    for ax, s in zip(axes.flat, series, strict=True):
+        part = frame[frame.series == s]
+        for k, (v, g) in enumerate(part.groupby("variant", sort=False)):
+            g = g.sort_values("jobs")
+            ax.plot(g.jobs, g.iops / 1e3, marker="o", ms=3, label=v,
+                    color="k" if v == "baseline" else sns.color_palette()[k % 10],
+                    lw=2.0 if v == "baseline" else 1.2)
+        ax.set_xscale("log", base=2)
+        ax.set_title(s, fontsize=10)
+        ax.set_xlabel("fio jobs")
+        ax.set_ylabel("kIOPS")
+    axes.flat[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+import pandas as pd
+
 from xbq.fit.compare import compare, markdown_table, residual_table
 from xbq.study.datasets import load_seed
 
@@ -22,6 +24,33 @@ def models_markdown(bootstrap: int = 1000, seed: int = 0) -> str:
     parts += [f"<details><summary>{name} report</summary>\n\n```\n{fits[name].report()}\n```"
               "\n</details>" for name in REPORTED]
     return "\n\n".join(parts) + "\n"
+
+
+def parameter_table(fits: dict) -> pd.DataFrame:
+    """Every fitted parameter of every model with its standard error and bootstrap interval.
+
+    Parameters
+    ----------
+    fits : dict
+        ``{model name: FitResult}`` (as :func:`xbq.fit.compare` returns with
+        ``return_fits=True``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``model, series, parameter, value, stderr, ci_lo, ci_hi`` (fixed parameters, which
+        have no error, are left out; an interval is NaN without bootstrap resamples).
+    """
+    rows = []
+    for name, res in fits.items():
+        for s, e in res.series.items():
+            for par, se in (e.get("stderr") or {}).items():
+                lo, hi = (e.get("ci") or {}).get(par, (float("nan"), float("nan")))
+                rows.append({"model": name, "series": s, "parameter": par,
+                             "value": e["params"][par], "stderr": se, "ci_lo": lo,
+                             "ci_hi": hi})
+    return pd.DataFrame(rows, columns=["model", "series", "parameter", "value", "stderr",
+                                       "ci_lo", "ci_hi"])
 
 
 def main(argv=None) -> int:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from xbq.engines.des.params import DesParams
+from xbq.engines.des.table import SERIES_MODE, TABLE_COLUMNS, simulate_table
 from xbq.engines.schema import point_key
 from xbq.errors import XbqError
 
@@ -35,9 +36,6 @@ FIT_PARAMS = ("submit_ns", "sq_locked_ns", "fe_cs_ns", "handoff_per_waiter_ns", 
               "be_shared_lock_ns", "ctx_switch_ns")
 #: Starting point of the fit (a rough guess from the 1-job points: ~17 us of guest work per I/O).
 START = {"submit_ns": 12000.0, "be_shared_lock_ns": 1000.0}
-SERIES_MODE = {"single_ring": "sq", "multi_ring": "mq"}
-#: fio iodepth of the IOmeter job file (data/seed/xen-blkmq-rfc-2015.md).
-SEED_IODEPTH = 64
 
 
 def _bounds(name: str) -> tuple[float, float]:
@@ -47,15 +45,7 @@ def _bounds(name: str) -> tuple[float, float]:
 
 
 def _simulate_points(table, params, durations, seed):
-    from xbq.engines.des.simulate import simulate
-
-    out = []
-    for row, dur in zip(table.itertuples(index=False), durations, strict=True):
-        df = simulate(SERIES_MODE[row.series], int(row.jobs), queues=int(row.queues),
-                      vcpus=int(row.vcpus), iodepth=SEED_IODEPTH, duration=float(dur),
-                      seed=seed, params=params)
-        out.append(float(df["iops"].iloc[0]))
-    return np.array(out)
+    return simulate_table(table, params, duration=durations, seed=seed)["iops"].to_numpy(float)
 
 
 def _fit_one(table, names, base, durations, seed, max_nfev, progress):
@@ -75,7 +65,7 @@ def _fit_one(table, names, base, durations, seed, max_nfev, progress):
         calls[0] += 1
         r = _simulate_points(table, params_of(x), durations, seed) / measured - 1.0
         if progress:
-            progress(calls[0], params_of(x), r)
+            progress(calls[0], r)
         return r
 
     res = least_squares(residuals, x0, bounds=(lo, hi), method="trf", diff_step=0.05,
@@ -106,6 +96,11 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
         Most objective evaluations per machine (each simulates every point once).
     final_requests : int
         Requests each point completes in the final verification run.
+    progress : callable, optional
+        Called with a dict: ``event`` ("eval" after each objective evaluation, "machine" when
+        a setting is done), ``machine`` (index) of ``machines`` (count), ``fixed`` (the
+        setting), ``best_max_rel_error`` of the settings done so far, and the evaluation's
+        ``eval``, ``max_rel_error``, ``median_rel_error`` (or the setting's summary).
     checkpoint : path, optional
         A JSON-lines file: each machine setting's fit is appended (and fsynced) the moment it
         ends, keyed by everything that determines it; a rerun with the same file takes the
@@ -120,7 +115,7 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
         setting tried: its overrides, fit cost and errors), ``fit`` (method, nfev, seconds,
         seed, durations).
     """
-    missing = [c for c in ("series", "jobs", "queues", "vcpus", "iops") if c not in table]
+    missing = [c for c in TABLE_COLUMNS if c not in table]
     if missing:
         raise XbqError(f"the table lacks column(s) {', '.join(missing)}")
     unknown = sorted(set(table["series"]) - set(SERIES_MODE))
@@ -147,15 +142,23 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
     tried = []
     best = None
     nfev = 0
-    for m in machines:
-        key = point_key({"table": table[["series", "jobs", "queues", "vcpus", "iops"]]
-                         .to_dict(orient="list"), "fit": names, "fixed": m,
+    def report(event, i, m, **info):
+        if progress is not None:
+            progress({"event": event, "machine": i, "machines": len(machines), "fixed": m,
+                      "best_max_rel_error": best[2] if best else None, **info})
+
+    for i, m in enumerate(machines):
+        key = point_key({"table": table[list(TABLE_COLUMNS)].to_dict(orient="list"),
+                         "fit": names, "fixed": m,
                          "base": base.to_dict(), "seed": seed, "fit_requests": fit_requests,
                          "max_nfev": max_nfev})
         entry = done.get(key)
         if entry is None:
-            fitted, res, calls = _fit_one(table, names, base.replace(**m), fit_durations, seed,
-                                          max_nfev, progress)
+            fitted, res, calls = _fit_one(
+                table, names, base.replace(**m), fit_durations, seed, max_nfev,
+                lambda n, r, i=i, m=m: report("eval", i, m, eval=n,
+                                             max_rel_error=float(np.max(np.abs(r))),
+                                             median_rel_error=float(np.median(np.abs(r)))))
             entry = {"key": key, "fixed": m, "params": fitted.to_dict(),
                      "fun": [float(v) for v in res.fun], "nfev": calls,
                      "status": int(res.status), "message": str(res.message)}
@@ -167,8 +170,9 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
                       "max_rel_error": float(np.max(np.abs(r))), "nfev": entry["nfev"],
                       "status": entry["status"], "resumed": key in done})
         if best is None or tried[-1]["cost"] < best[0]:
-            best = (tried[-1]["cost"], entry)
-    _, entry = best
+            best = (tried[-1]["cost"], entry, tried[-1]["max_rel_error"])
+        report("machine", i, m, **tried[-1])
+    _, entry, _ = best
     fitted, chosen = DesParams(**entry["params"]), entry["fixed"]
     fit_s = time.perf_counter() - t0
     # final verification: long runs, same seed

@@ -293,10 +293,10 @@ def be_consume(sim, cpus, heap, drings, be, P, cpu, r, t, extra):
     n0 = st[BS_REQUESTS]
     m0 = st[BS_MAP_OPS]
     h0 = st[BS_PERSISTENT_HITS]
+    drings[r].be_again = 0  # ring->waiting_reqs = 0, before looking for work
     __do_block_io_op(blkif[0], rings[r], pending[r], pgnt[r], maptrack[r], gnt, active, mem,
                      ev, vbd[0], disk)
     if st[BS_REQUESTS] == n0:
-        drings[r].be_again = 0
         do_block_io_op(blkif, rings, pending, pgnt, maptrack, gnt, active, mem, ev, vbd, disk,
                        r)
     n = st[BS_REQUESTS] - n0
@@ -455,7 +455,11 @@ def on_backend_phase(sim, cpus, runq, prq, heap, streams, drings, locks, lockq, 
             drings[a].be_slept = 0
         be_consume(sim, cpus, heap, drings, be, P, cpu, a, t, extra)
         return
-    if ph == PH_BE_SLEEP:  # nothing left: sleep until the next upcall
+    if ph == PH_BE_SLEEP:  # nothing left: sleep until the next upcall ...
+        if drings[a].be_again:  # ... unless one came since the pass began (waiting_reqs)
+            c.phase = PH_BE_LOOP
+            phase(sim, cpus, heap, cpu, t, t)
+            return
         drings[a].be_state = 0
         drings[a].be_slept = 1
         task_end(sim, cpus, runq, prq, heap, P, cpu, t)

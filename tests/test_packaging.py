@@ -71,6 +71,7 @@ LAYERS = [
     ["models"],
     ["fit"],
     ["study"],
+    ["sweep"],
     ["cli"],
 ]
 

@@ -19,8 +19,8 @@ from xbq.errors import XbqError
 
 #: The order ``--help`` lists subcommands in; any other module of this package that has a
 #: ``register`` function is listed after these, alphabetically.
-ORDER = ("reproduce", "seed", "negotiate", "ring", "measure", "simulate", "calibrate", "fit",
-         "fio", "fuzz")
+ORDER = ("reproduce", "seed", "negotiate", "ring", "measure", "simulate", "sweep", "calibrate",
+         "fit", "fio", "fuzz")
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1

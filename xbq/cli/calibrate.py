@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--final-requests", type=positive_int, default=200_000,
                    help="requests per point in the final check (default 200000)")
     p.add_argument("--seed", type=nonnegative_int, default=1, help="random seed (default 1)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="fit the machine settings in parallel on a local Dask cluster of N "
+                   "processes (default: one after another in this process)")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="fit the machine settings on an existing Dask cluster")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--verbose", action="store_true",
                    help="a line per evaluation on stderr instead of the progress bar (the bar "
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from xbq.errors import XbqError
     from xbq.progress import Progress
     from xbq.study.datasets import load_iops_table, load_seed
+    from xbq.sweep import mapper as sweep_mapper
 
     def numbers(text, flag):
         try:
@@ -100,11 +107,24 @@ def run(args: argparse.Namespace) -> int:
         raise XbqError(f"directory {Path(args.out).parent} does not exist")
     # each machine setting's fit is kept beside --out as it ends; a rerun resumes from it
     checkpoint = f"{args.out}.partial.jsonl" if args.out else None
-    with bar:
-        result = calibrate(table, fit=names, machines=machines, seed=args.seed,
-                           fit_requests=args.fit_requests, max_nfev=args.max_nfev,
-                           final_requests=args.final_requests, progress=progress,
-                           checkpoint=checkpoint)
+    client = None
+    if args.workers or args.scheduler:
+        from xbq.sweep import connect, local_client
+
+        client = connect(args.scheduler) if args.scheduler else local_client(args.workers)
+    try:
+        with bar:
+            result = calibrate(table, fit=names, machines=machines, seed=args.seed,
+                               fit_requests=args.fit_requests, max_nfev=args.max_nfev,
+                               final_requests=args.final_requests, progress=progress,
+                               checkpoint=checkpoint,
+                               mapper=None if client is None else sweep_mapper(client))
+    finally:
+        if client is not None:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None and args.workers:
+                cluster.close()
     result["provenance"] = started
     if args.out:
         write_result(result, args.out)

@@ -48,6 +48,16 @@ def _simulate_points(table, params, durations, seed):
     return simulate_table(table, params, duration=durations, seed=seed)["iops"].to_numpy(float)
 
 
+def fit_machine(task, progress=None) -> dict:
+    """Fit one machine setting: ``task`` is ``(table, names, base, durations, seed,
+    max_nfev)``; returns its fitted ``params``, residuals ``fun``, ``nfev``, ``status`` and
+    ``message`` (picklable: a sweep task)."""
+    table, names, base, durations, seed, max_nfev = task
+    fitted, res, calls = _fit_one(table, names, base, durations, seed, max_nfev, progress)
+    return {"params": fitted.to_dict(), "fun": [float(v) for v in res.fun], "nfev": calls,
+            "status": int(res.status), "message": str(res.message)}
+
+
 def _fit_one(table, names, base, durations, seed, max_nfev, progress):
     """Least squares of the relative errors over ``names`` (log scale) from ``base``."""
     from scipy.optimize import least_squares
@@ -76,7 +86,7 @@ def _fit_one(table, names, base, durations, seed, max_nfev, progress):
 def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
               base: DesParams | None = None, fit_requests: int = 20_000, seed: int = 1,
               max_nfev: int = 120, final_requests: int = 200_000, progress=None,
-              checkpoint=None) -> dict:
+              checkpoint=None, mapper=None) -> dict:
     """Fit ``fit`` (names of :class:`DesParams` fields) to an IOPS table.
 
     Parameters
@@ -101,6 +111,10 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
         a setting is done), ``machine`` (index) of ``machines`` (count), ``fixed`` (the
         setting), ``best_max_rel_error`` of the settings done so far, and the evaluation's
         ``eval``, ``max_rel_error``, ``median_rel_error`` (or the setting's summary).
+    mapper : callable, optional
+        ``mapper(fn, tasks)`` yielding ``(index, fn(task))`` in any order: the machine
+        settings then run as parallel tasks (:func:`xbq.sweep.mapper` on a Dask client).
+        Default: one after another. The result is the same either way.
     checkpoint : path, optional
         A JSON-lines file: each machine setting's fit is appended (and fsynced) the moment it
         ends, keyed by everything that determines it; a rerun with the same file takes the
@@ -139,39 +153,48 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
     fit_durations = [fit_requests / m for m in measured]
     t0 = time.perf_counter()
     done = _read_checkpoint(checkpoint)
-    tried = []
-    best = None
-    nfev = 0
-    def report(event, i, m, **info):
-        if progress is not None:
-            progress({"event": event, "machine": i, "machines": len(machines), "fixed": m,
-                      "best_max_rel_error": best[2] if best else None, **info})
+    keys = [point_key({"table": table[list(TABLE_COLUMNS)].to_dict(orient="list"),
+                       "fit": names, "fixed": m, "base": base.to_dict(), "seed": seed,
+                       "fit_requests": fit_requests, "max_nfev": max_nfev})
+            for m in machines]
+    entries = {i: done[k] for i, k in enumerate(keys) if k in done}
+    best_err = [None]
 
-    for i, m in enumerate(machines):
-        key = point_key({"table": table[list(TABLE_COLUMNS)].to_dict(orient="list"),
-                         "fit": names, "fixed": m,
-                         "base": base.to_dict(), "seed": seed, "fit_requests": fit_requests,
-                         "max_nfev": max_nfev})
-        entry = done.get(key)
-        if entry is None:
-            fitted, res, calls = _fit_one(
-                table, names, base.replace(**m), fit_durations, seed, max_nfev,
-                lambda n, r, i=i, m=m: report("eval", i, m, eval=n,
-                                             max_rel_error=float(np.max(np.abs(r))),
-                                             median_rel_error=float(np.median(np.abs(r)))))
-            entry = {"key": key, "fixed": m, "params": fitted.to_dict(),
-                     "fun": [float(v) for v in res.fun], "nfev": calls,
-                     "status": int(res.status), "message": str(res.message)}
-            _append_checkpoint(checkpoint, entry)
+    def report(event, i, **info):
+        if progress is not None:
+            progress({"event": event, "machine": i, "machines": len(machines),
+                      "fixed": machines[i], "best_max_rel_error": best_err[0], **info})
+
+    def finished(i, entry):  # a setting's fit is kept (checkpointed) the moment it ends
+        entry = {"key": keys[i], "fixed": machines[i], **entry}
+        _append_checkpoint(checkpoint, entry)
+        entries[i] = entry
+        err = float(np.max(np.abs(entry["fun"])))
+        best_err[0] = err if best_err[0] is None else min(best_err[0], err)
+        report("machine", i, max_rel_error=err, nfev=entry["nfev"])
+
+    todo = [i for i in range(len(machines)) if i not in entries]
+    tasks = [(table, names, base.replace(**machines[i]), fit_durations, seed, max_nfev)
+             for i in todo]
+    if mapper is None:  # serial, with a progress event per evaluation
+        for i, task in zip(todo, tasks, strict=True):
+            finished(i, fit_machine(task, lambda n, r, i=i: report(
+                "eval", i, eval=n, max_rel_error=float(np.max(np.abs(r))),
+                median_rel_error=float(np.median(np.abs(r))))))
+    else:  # each setting a task; they finish in any order, the result is the same
+        for j, entry in mapper(fit_machine, tasks):
+            finished(todo[j], entry)
+    tried, best, nfev = [], None, 0
+    for i, m in enumerate(machines):  # in the given order, as the serial run compares them
+        entry = entries[i]
         nfev += entry["nfev"]
         r = np.asarray(entry["fun"])
         tried.append({"fixed": m, "cost": float(np.sum(r ** 2)),
                       "median_rel_error": float(np.median(np.abs(r))),
                       "max_rel_error": float(np.max(np.abs(r))), "nfev": entry["nfev"],
-                      "status": entry["status"], "resumed": key in done})
+                      "status": entry["status"], "resumed": keys[i] in done})
         if best is None or tried[-1]["cost"] < best[0]:
             best = (tried[-1]["cost"], entry, tried[-1]["max_rel_error"])
-        report("machine", i, m, **tried[-1])
     _, entry, _ = best
     fitted, chosen = DesParams(**entry["params"]), entry["fixed"]
     fit_s = time.perf_counter() - t0

@@ -1,0 +1,171 @@
+"""Run a sweep: every point a task, on a Dask cluster (a local one by default) or serially,
+results streamed into a results store by the client alone.
+
+The client is the only writer: each finished point is appended to the store (and fsynced)
+the moment its result arrives, once per key (a point that finishes twice, because Dask ran
+it again after a worker died, is stored once). A rerun with the same store skips every point
+already stored without an error, so a sweep killed at any moment loses nothing it had
+finished and repeats nothing. A point that fails is stored with its error and the sweep goes
+on; the next run tries it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from xbq.errors import XbqError
+from xbq.study.results import ResultsStore
+from xbq.sweep.spec import SweepSpec, load_spec, spec_from_dict
+from xbq.sweep.tasks import failed_row, run_point
+
+
+def _spec(spec) -> SweepSpec:
+    if isinstance(spec, SweepSpec):
+        return spec
+    if isinstance(spec, dict):
+        return spec_from_dict(spec)
+    return load_spec(spec)
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def local_client(workers: int | None = None):
+    """A Dask client on a new local cluster: ``workers`` processes (default: the usable
+    CPUs), one thread each, no dashboard. Close it (and its cluster) when done."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=workers or _cpus(), threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=logging.ERROR)
+    return Client(cluster)
+
+
+def connect(scheduler: str):
+    """A Dask client on the cluster whose scheduler listens at ``scheduler``
+    (``tcp://host:8786``); one line if it cannot be reached."""
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise XbqError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+
+
+def _rows_done(store: ResultsStore | None) -> dict:
+    """Rows already stored without an error, by point key (the last wins)."""
+    if store is None or store.frame is None or store.frame.empty:
+        return {}
+    frame = store.frame
+    ok = frame if "error" not in frame else frame[frame["error"].isna()]
+    return {r["point_key"]: r for r in ok.to_dict(orient="records")}
+
+
+def run(spec, client=None, *, out=None, workers: int | None = None,
+        scheduler: str | None = None, serial: bool = False, existing: str = "resume",
+        progress=None, notes=None) -> pd.DataFrame:
+    """Run every point of a sweep; return the tidy frame (one row per point, spec order).
+
+    Parameters
+    ----------
+    spec : SweepSpec, dict or path
+        The sweep (:mod:`xbq.sweep.spec`).
+    client : distributed.Client, optional
+        Run on this cluster. Without one: ``scheduler`` (an address), else a local cluster of
+        ``workers`` processes made for this sweep and closed after it; ``serial`` runs the
+        points one after another in this process instead.
+    out : path, optional
+        The results store (default: the spec's ``out``; none: nothing is stored).
+    existing : {"resume", "overwrite", "refuse"}
+        What to do with a store that exists (:class:`xbq.study.results.ResultsStore`).
+    progress : callable, optional
+        Called with each row as it is stored (or found in the store).
+    notes : callable, optional
+        Called with a line about how the sweep runs (native points serialised, reuse).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The engine's columns, then every configuration entry; failed points have NaN
+        figures and an ``error``.
+    """
+    spec = _spec(spec)
+    points = spec.points()
+    out = out if out is not None else spec.out
+    store = None
+    if out is not None:
+        if not Path(out).parent.is_dir():
+            raise XbqError(f"directory {Path(out).parent} does not exist")
+        store = ResultsStore(out, {"command": "xbq sweep", "sweep": spec.name,
+                                   "engine": spec.engine, "axes": spec.axes,
+                                   "fixed": spec.fixed, "seeds": spec.seeds},
+                             existing=existing)
+    say = notes or (lambda line: None)
+    done = _rows_done(store)
+    rows = {k: r for k, r in done.items()}
+    todo = [p for p in points if p["point_key"] not in done]
+    if done:
+        say(f"{len(points) - len(todo)} of {len(points)} point(s) already in {out}")
+    for p in points:
+        if p["point_key"] in done and progress is not None:
+            progress(done[p["point_key"]])
+
+    def keep(row):
+        key = row["point_key"]
+        if key in rows and "error" not in row:
+            return  # finished twice (rerun after a worker died): stored once
+        rows[key] = row
+        if store is not None:
+            store.append([row])
+        if progress is not None:
+            progress(row)
+
+    if todo and serial:
+        for p in todo:
+            keep(run_point(p))
+    elif todo:
+        own = client is None
+        if own:
+            client = connect(scheduler) if scheduler else local_client(workers)
+        try:
+            _run_dask(client, spec, todo, keep, say)
+        finally:
+            if own:
+                cluster = getattr(client, "cluster", None)
+                client.close()
+                if cluster is not None:
+                    cluster.close()
+    frame = pd.DataFrame([rows[p["point_key"]] for p in points])
+    from xbq.engines.schema import COLUMNS
+
+    first = [c for c in COLUMNS if c in frame]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def _run_dask(client, spec: SweepSpec, todo: list, keep, say) -> None:
+    from distributed import as_completed
+
+    if spec.engine == "native":
+        say("native points run one at a time on each worker host (they would measure "
+            "each other): a cluster-wide lock per host serialises them")
+    # The first point alone: it compiles the kernels into the shared JIT cache once, and
+    # every other worker then loads them instead of compiling too.
+    first = client.submit(run_point, todo[0], pure=False, key=f"xbq-{todo[0]['point_key']}")
+    keep(_result(first, todo[0]))
+    rest = todo[1:]
+    futs = client.map(run_point, rest, pure=False,
+                      key=[f"xbq-{p['point_key']}" for p in rest])
+    futures = dict(zip(futs, rest, strict=True))
+    for fut in as_completed(futs):
+        keep(_result(fut, futures[fut]))
+
+
+def _result(fut, point) -> dict:
+    try:
+        return fut.result()
+    except Exception as exc:  # the task could not run at all (e.g. its worker kept dying)
+        return failed_row(point, f"{type(exc).__name__}: {' '.join(str(exc).split())}")

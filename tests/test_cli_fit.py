@@ -39,13 +39,23 @@ def test_joint_fix_and_report(capsys):
 
 def test_fix_supplies_a_missing_constant(tmp_path, capsys):
     f = tmp_path / "t.csv"
-    f.write_text("cores,iops\n1,100\n2,190\n4,330\n8,420\n16,380\n32,300\n")
-    rc, out, err = run(capsys, f, "--model", "usl-capped", "--x", "cores")
+    f.write_text("queues,iops\n1,100\n2,190\n4,330\n8,420\n16,380\n32,300\n")
+    rc, out, err = run(capsys, f, "--model", "usl-capped", "--x", "queues")
     assert rc == 1 and "--fix cap=" in err and len(err.strip().splitlines()) == 1
-    rc, out, err = run(capsys, f, "--model", "usl-capped", "--x", "cores", "--fix", "cap=16",
+    rc, out, err = run(capsys, f, "--model", "usl-capped", "--x", "queues", "--fix", "cap=16",
                        "--json", "--bootstrap", "20")
     assert rc == 0, err
     assert json.loads(out)["series"]["all"]["params"]["cap"] == 16
+
+
+def test_a_cpu_axis_without_vcpus_caps_contenders_at_its_largest_count(tmp_path, capsys):
+    f = tmp_path / "t.csv"
+    f.write_text("cores,iops\n1,100\n2,190\n4,330\n8,420\n16,380\n32,300\n")
+    rc, out, err = run(capsys, f, "--model", "usl-capped", "--json", "--bootstrap", "0")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["x"] == "cores" and d["series"]["all"]["params"]["cap"] == 32
+    assert any("no 'vcpus' column" in w for w in d["warnings"])
 
 
 @pytest.mark.parametrize("content,args,needle", [

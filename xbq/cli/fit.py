@@ -22,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="tidy IOPS table (.csv or .parquet)")
     p.add_argument("--model", required=True, metavar="NAME",
                    help="one of: " + ", ".join(MODEL_NAMES))
-    p.add_argument("--x", default="jobs", help="concurrency column (default: jobs)")
+    p.add_argument("--x", default="jobs",
+                   help="concurrency column (default: jobs, else cores, threads or cpus)")
+    p.add_argument("--y", default="iops",
+                   help="throughput column in any unit: IOPS, ops/s, speed-up (default: "
+                   "iops, else throughput, ops_per_s, ops or speedup); parameters come out "
+                   "in the data's units")
     p.add_argument("--series", default="series",
                    help="series column (default: series; absent = one series 'all')")
     p.add_argument("--joint", action="store_true",
@@ -69,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from xbq.errors import XbqError
     from xbq.fit import fit, profile
+    from xbq.fit.core import resolve_x
     from xbq.models.registry import get_model
     from xbq.study.datasets import load_iops_table
 
@@ -78,9 +84,10 @@ def run(args: argparse.Namespace) -> int:
         spec.param(name)
     # an explicitly named series column must exist (the default may be absent: one series)
     need = (args.series,) if args.series != "series" else ()
-    df = load_iops_table(args.file, x=args.x, series=args.series, required=need)
+    df = load_iops_table(args.file, x=args.x, y=args.y, series=args.series, required=need)
+    _, resolved, _ = resolve_x(spec, df, args.x)
     for p in spec.params:
-        if p.column and p.fixed and p.name not in fix and p.column not in df.columns:
+        if p.column and p.fixed and p.name not in fix and p.column not in resolved.columns:
             raise XbqError(f"model {spec.name} needs {p.name} ({p.meaning}): add a "
                            f"{p.column!r} column or pass --fix {p.name}=VALUE")
     result = fit(df, spec, x=args.x, joint=args.joint, fix=fix, free=tuple(args.free),

@@ -17,7 +17,10 @@ class Problem:
 
     ``free`` lists ``(param name, series or None)``: None means shared by every series of
     the problem. ``base[s]`` is the full parameter row of series ``s`` (defaults, data
-    constants and ``--fix`` values) into which ``theta`` is written.
+    constants and ``--fix`` values) into which ``theta`` is written. ``data_scale`` is the
+    power of ten that maps the data's throughput onto the registry's IOPS-sized defaults:
+    bounds and defaults of throughput parameters are multiplied by it and those of time
+    parameters divided by it, so a fit works alike on IOPS, ops/s or speed-ups.
     """
 
     spec: ModelSpec
@@ -29,6 +32,7 @@ class Problem:
     lower: np.ndarray
     upper: np.ndarray
     weighting: str = "relative"
+    data_scale: float = 1.0
 
     @property
     def n(self) -> int:
@@ -59,6 +63,12 @@ class Problem:
             out[s] = P
         return out
 
+    def start_values(self) -> np.ndarray:
+        """Default of each free parameter in the data's units (its value in ``base``)."""
+        names = self.spec.names
+        return np.array([self.base[owner or self.series[0]][names.index(name)]
+                         for name, owner in self.free], float)
+
     def predict(self, theta: np.ndarray, x: dict[str, np.ndarray] | None = None) -> dict:
         """IOPS (B, m_s) per series at ``x`` (default: the data's x)."""
         x = self.x if x is None else x
@@ -87,17 +97,15 @@ class Problem:
 
 
 def starts(problem: Problem, n_starts: int, rng: np.random.Generator) -> np.ndarray:
-    """Start points: the defaults (with IOPS scales from the data) plus log-uniform draws."""
+    """Start points: the (data-scaled) defaults, throughput ones from the data's first point,
+    plus log-uniform draws around them."""
     lo, hi = problem.lower, problem.upper
-    x0 = []
-    for name, owner in problem.free:
-        p = problem.spec.param(name)
-        if p.unit == "IOPS":
+    x0 = problem.start_values()
+    for j, (name, owner) in enumerate(problem.free):
+        if problem.spec.param(name).unit == "IOPS":
             s = owner or problem.series[0]
-            x0.append(problem.y[s][0] / problem.x[s][0])
-        else:
-            x0.append(p.default)
-    first = np.clip(np.array(x0, float), lo, hi)
+            x0[j] = problem.y[s][0] / problem.x[s][0]
+    first = np.clip(x0, lo, hi)
     out = [first]
     for _ in range(max(0, n_starts - 1)):
         centre = np.where(first > 0, first, np.where(hi < np.inf, (lo + hi) / 4, 1.0))

@@ -20,19 +20,73 @@ FORWARD_TRAIN_MAX = 16
 LEVEL = 0.95
 
 
+#: Throughput level the registry's defaults and bounds are built for (IOPS of a PV disk).
+Y_REF = 1e5
+#: Concurrency columns tried, in order, when the table lacks the one asked for.
+X_ALIASES = ("jobs", "cores", "threads", "cpus", "vcpus")
+#: Concurrency columns that count CPUs: without a ``vcpus`` column, every one of them spins.
+CPU_AXES = ("cores", "threads", "cpus", "vcpus")
+
+
+def data_scale(y: np.ndarray) -> float:
+    """Power of ten that brings the geometric mean of ``y`` nearest :data:`Y_REF`.
+
+    1 for IOPS-sized data (the seed table), 1e-4 for speed-ups of 1-12, 1e2 for 10^7 ops/s.
+    """
+    gm = float(np.exp(np.mean(np.log(y))))
+    return float(10.0 ** round(np.log10(gm / Y_REF)))
+
+
+def unit_factor(unit: str, scale: float) -> float:
+    """How a parameter of ``unit`` moves with the data's scale: throughput with it, time
+    against it (a rate of ``1/t`` per µs is a throughput), everything else not at all."""
+    if unit == "IOPS":
+        return scale
+    if unit == "µs":
+        return 1.0 / scale
+    return 1.0
+
+
+def resolve_x(spec: ModelSpec, df: pd.DataFrame, x: str) -> tuple[str, pd.DataFrame, list[str]]:
+    """The concurrency column to use, the table (with a ``vcpus`` column added when the axis
+    counts CPUs and a model needs the vCPU count) and notes on what was assumed."""
+    notes = []
+    if x not in df.columns and x == "jobs":
+        found = [c for c in X_ALIASES if c in df.columns]
+        if found:
+            x = found[0]
+            notes.append(f"no 'jobs' column: concurrency is {x!r}")
+    needs_cpus = any(p.column == "vcpus" and p.fixed for p in spec.params)
+    if x in CPU_AXES and x != "vcpus" and "vcpus" not in df.columns and needs_cpus \
+            and x in df.columns:
+        df = df.copy()
+        df["vcpus"] = df.groupby("series")[x].transform("max") if "series" in df \
+            else df[x].max()
+        notes.append(f"no 'vcpus' column: each series has as many CPUs as its largest {x} "
+                     "(every contender runs)")
+    return x, df, notes
+
+
 def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint: bool = False,
                    fix: dict[str, float] | None = None, free: tuple[str, ...] = (),
                    weighting: str = "relative") -> list[Problem]:
-    """Split a tidy table into fitting problems: one per series, or one joint problem."""
+    """Split a tidy table into fitting problems: one per series, or one joint problem.
+
+    Each problem works in the data's own throughput unit: the defaults and bounds of
+    throughput and time parameters are moved by :func:`data_scale` of its points, so
+    ``--fix`` values, the reported parameters and the predictions are all in the data's
+    units (times in µs when the data are IOPS; in µs divided by the scale otherwise).
+    """
     fix = dict(fix or {})
     for name in list(fix) + list(free):
         spec.param(name)
     if weighting not in ("relative", "absolute"):
         raise XbqError(f"weighting must be 'relative' or 'absolute' (got {weighting!r})")
+    x, df, _ = resolve_x(spec, df, x)
     if x not in df.columns or "iops" not in df.columns:
         raise XbqError(f"the table needs columns {x!r} and 'iops'")
     series = sorted(df["series"].astype(str).unique()) if "series" in df else ["all"]
-    xs, ys, base = {}, {}, {}
+    xs, ys, consts = {}, {}, {}
     for s in series:
         part = df[df["series"].astype(str) == s] if "series" in df else df
         xv = part[x].to_numpy(float)
@@ -45,8 +99,8 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
             raise XbqError(f"series {s!r}: {x} must be >= 1")
         if spec.integer_x and np.any(xv != np.rint(xv)):
             raise XbqError(f"model {spec.name} needs integer {x}")
-        row = np.array([p.default for p in spec.params], float)
-        for i, p in enumerate(spec.params):
+        known = {}
+        for p in spec.params:
             if p.column and p.column in part.columns:
                 vals = pd.to_numeric(part[p.column], errors="coerce").dropna().unique()
                 if not np.all(np.isfinite(vals)):
@@ -54,17 +108,28 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
                 if len(vals) > 1:
                     raise XbqError(f"series {s!r}: column {p.column!r} is not constant")
                 if len(vals) == 1:
-                    row[i] = float(vals[0])
-            if p.name in fix:
-                row[i] = fix[p.name]
-                if not (p.lower <= row[i] <= p.upper):
-                    raise XbqError(f"--fix {p.name}={fix[p.name]:g} is outside its bounds "
-                                   f"[{p.lower:g}, {p.upper:g}]")
-        xs[s], ys[s], base[s] = xv, yv, row
+                    known[p.name] = float(vals[0])
+        xs[s], ys[s], consts[s] = xv, yv, known
     is_free = [(not p.fixed or p.name in free) and p.name not in fix for p in spec.params]
     groups = [series] if joint else [[s] for s in series]
     problems = []
     for group in groups:
+        scale = data_scale(np.concatenate([ys[s] for s in group]))
+        factor = np.array([unit_factor(p.unit, scale) for p in spec.params])
+        lo_all = np.array([p.lower for p in spec.params], float) * factor
+        hi_all = np.array([p.upper for p in spec.params], float) * factor
+        base = {}
+        for s in group:
+            row = np.array([p.default for p in spec.params], float) * factor
+            for i, p in enumerate(spec.params):
+                row[i] = consts[s].get(p.name, row[i])
+                if p.name in fix:
+                    row[i] = fix[p.name]
+                    if not (lo_all[i] <= row[i] <= hi_all[i]):
+                        raise XbqError(f"--fix {p.name}={fix[p.name]:g} is outside its bounds "
+                                       f"[{lo_all[i]:g}, {hi_all[i]:g}]"
+                                       + _scale_words(scale))
+            base[s] = row
         layout = []
         for p, f in zip(spec.params, is_free, strict=True):
             if not f:
@@ -73,10 +138,9 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
                 layout += [(p.name, s) for s in group]
             else:
                 layout.append((p.name, None))
-        lower = np.array([spec.param(n).lower for n, _ in layout], float)
-        upper = np.array([spec.param(n).upper for n, _ in layout], float)
+        idx = [spec.names.index(n) for n, _ in layout]
         prob = Problem(spec, list(group), {s: xs[s] for s in group}, {s: ys[s] for s in group},
-                       {s: base[s] for s in group}, layout, lower, upper, weighting)
+                       base, layout, lo_all[idx], hi_all[idx], weighting, scale)
         distinct = sum(np.unique(xs[s]).size for s in group)
         if distinct < prob.k:
             raise XbqError(f"{', '.join(group)}: {distinct} distinct {x} value(s) but {prob.k} "
@@ -91,6 +155,23 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
                                "with --fix")
         problems.append(prob)
     return problems
+
+
+def _scale_words(scale: float) -> str:
+    if scale == 1.0:
+        return ""
+    return (f" (bounds in the data's units: throughput x{scale:g}, times x{1 / scale:g} of "
+            "the IOPS/µs defaults)")
+
+
+def scale_note(scale: float) -> str | None:
+    """The report's line on a data scale other than 1, or None."""
+    if scale == 1.0:
+        return None
+    return (f"data scale {scale:g}: the throughput is not IOPS-sized, so throughput "
+            f"parameters and their bounds are multiplied by {scale:g} and time parameters "
+            f"(µs) divided by it; all parameters are in the data's units (a time is "
+            f"µs x {1 / scale:g} when the throughput is read as IOPS x {scale:g})")
 
 
 def peak_grid(problem: Problem) -> dict[str, np.ndarray]:
@@ -122,7 +203,9 @@ def fit(df: pd.DataFrame, model: str | ModelSpec, *, x: str = "jobs", joint: boo
         A registry name (``amdahl``, ``usl``, ``usl-capped``, ``mva``, ``repairman``,
         ``ticket``, ``mcs``, ``xenblk``) or a spec.
     x : str
-        Concurrency column.
+        Concurrency column; when the table has no ``jobs`` column, the first of
+        ``cores``, ``threads``, ``cpus`` present. On a CPU axis without a ``vcpus`` column
+        the vCPU count (the contender cap) is the largest x of each series.
     joint : bool
         Fit all series together: parameters marked ``local`` are per series, the rest shared.
     fix : dict, optional
@@ -155,6 +238,7 @@ def fit(df: pd.DataFrame, model: str | ModelSpec, *, x: str = "jobs", joint: boo
     spec = get_model(model) if isinstance(model, str) else model
     if bootstrap_kind not in ("residual", "parametric"):
         raise XbqError("bootstrap_kind must be 'residual' or 'parametric'")
+    x, df, notes = resolve_x(spec, df, x)
     problems = build_problems(spec, df, x=x, joint=joint, fix=fix, free=free,
                               weighting=weighting)
     rng = np.random.default_rng(seed)
@@ -162,8 +246,10 @@ def fit(df: pd.DataFrame, model: str | ModelSpec, *, x: str = "jobs", joint: boo
     for prob in problems:
         groups.append(_fit_group(prob, rng, n_starts=n_starts, bootstrap=bootstrap,
                                  kind=bootstrap_kind, loo=loo, forward=forward, level=level))
-    return FitResult.from_groups(spec, x, joint, weighting, groups, bootstrap, bootstrap_kind,
-                                 seed, level)
+    result = FitResult.from_groups(spec, x, joint, weighting, groups, bootstrap,
+                                   bootstrap_kind, seed, level)
+    result.warnings[:0] = notes
+    return result
 
 
 def _fit_group(prob: Problem, rng, *, n_starts, bootstrap, kind, loo, forward, level) -> dict:
@@ -173,7 +259,7 @@ def _fit_group(prob: Problem, rng, *, n_starts, bootstrap, kind, loo, forward, l
     n, k = prob.n, prob.k
     rss_w = float(r @ r)
     dof = n - k
-    warnings = []
+    warnings = [w for w in [scale_note(prob.data_scale)] if w]
     cov = None
     if dof > 0:
         J = res.jac
@@ -267,7 +353,7 @@ def _bootstrap(prob: Problem, theta, resid_w, B, kind, rng, grid, level, jac=Non
         peak_x[s] = grid[s][i]
         peak_y[s] = c[np.arange(B), i]
         bands[s] = np.percentile(c, q, axis=0)
-    typical = np.array([abs(prob.spec.param(nm).default) for nm, _ in prob.free])
+    typical = np.abs(prob.start_values())
     tol = 1e-6 * np.maximum(np.maximum(np.abs(th), typical), np.abs(prob.lower))
     tol_hi = 1e-6 * np.maximum(np.maximum(np.abs(th), typical), np.abs(prob.upper))
     at_bound = np.mean((np.abs(th - prob.lower) <= tol) | (np.abs(th - prob.upper) <= tol_hi),
@@ -299,7 +385,7 @@ def _forward(prob: Problem, rng, n_starts) -> dict:
     pred = prob.predict_all(res.x[None, :])[0]
     # parameters the training points do not constrain (their Jacobian column vanishes)
     J = res.jac[train]
-    typical = np.array([abs(prob.spec.param(nm).default) for nm, _ in prob.free])
+    typical = np.abs(prob.start_values())
     norms = np.linalg.norm(J * np.maximum(np.abs(res.x), typical), axis=0)
     blind = [prob.labels[j] for j in range(prob.k) if norms[j] <= 1e-6 * max(norms.max(), 1e-300)]
     return dict(pred=pred, test=test, theta=res.x, undetermined=blind)

@@ -65,7 +65,7 @@ def profile(df, model, param: str, *, series: str | None = None, x: str = "jobs"
     keep = [i for i in range(k) if i != j]
     sub = Problem(prob.spec, prob.series, prob.x, prob.y, prob.base,
                   [prob.free[i] for i in keep], prob.lower[keep], prob.upper[keep],
-                  prob.weighting)
+                  prob.weighting, prob.data_scale)
 
     def rss_at(v):
         for s in sub.series:

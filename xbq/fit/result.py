@@ -105,9 +105,9 @@ class FitResult:
             ci = np.percentile(boot["theta"], qs, axis=0).T if boot else None
             tag = f"{'+'.join(prob.series)}: "
             gw = [tag + w for w in g["warnings"]]
+            typical = prob.start_values()
             for j, label in enumerate(prob.labels):
-                typical = prob.spec.param(prob.free[j][0]).default
-                if at_bound(theta[j], prob.lower[j], prob.upper[j], typical):
+                if at_bound(theta[j], prob.lower[j], prob.upper[j], typical[j]):
                     gw.append(f"{tag}{label} is at a bound ({theta[j]:.6g}); its error is not "
                               "meaningful")
                 elif not g["moved"][j]:

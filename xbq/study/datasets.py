@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from xbq.errors import XbqError
+from xbq.fit.core import X_ALIASES
 from xbq.study.paths import seed_csv
 
 SEED_COLUMNS = ("series", "jobs", "queues", "vcpus", "iops")
@@ -23,6 +24,8 @@ MAX_X = 1e6
 MAX_IOPS = 1e15
 #: Columns that carry constants of the machine, checked like the data when present.
 CONSTANT_COLUMNS = ("queues", "vcpus")
+#: Throughput columns tried, in order, when the table has no ``iops`` column.
+Y_ALIASES = ("iops", "throughput", "ops_per_s", "ops", "speedup")
 
 
 def load_seed() -> pd.DataFrame:
@@ -48,6 +51,7 @@ def load_iops_table(
     path: str | Path,
     *,
     x: str = "jobs",
+    y: str = "iops",
     series: str | None = "series",
     required: tuple[str, ...] = (),
 ) -> pd.DataFrame:
@@ -58,7 +62,12 @@ def load_iops_table(
     path : str or Path
         A ``.csv`` or ``.parquet`` file.
     x : str
-        Name of the concurrency column (jobs, queues, cores, ...); must be positive.
+        Name of the concurrency column (jobs, queues, cores, ...); must be positive. The
+        default ``jobs``, when absent, falls back to ``cores``, ``threads`` or ``cpus``.
+    y : str
+        Name of the throughput column, in any unit (IOPS, ops/s, speed-up); it is returned
+        as ``iops``. The default ``iops``, when absent, falls back to ``throughput``,
+        ``ops_per_s``, ``ops`` or ``speedup``.
     series : str or None
         Name of the series column; when the file lacks it, every row joins one series
         called ``all``. ``None`` means the same.
@@ -86,6 +95,15 @@ def load_iops_table(
             df = pd.read_csv(path, comment="#")
     except Exception as exc:  # pandas raises many types for unreadable input
         raise XbqError(f"{path}: cannot read table ({type(exc).__name__}: {exc})") from None
+    if x == "jobs" and x not in df.columns:
+        x = next((c for c in X_ALIASES if c in df.columns), x)
+    if y == "iops" and y not in df.columns:
+        y = next((c for c in Y_ALIASES if c in df.columns), y)
+    if y != "iops":
+        if "iops" in df.columns and y in df.columns:
+            raise XbqError(f"{path}: both 'iops' and {y!r} columns; drop one")
+        df = df.rename(columns={y: "iops"})
+        y = "iops"
     need = [x, "iops", *required]
     missing = [c for c in need if c not in df.columns]
     if missing:

@@ -17,7 +17,8 @@
 # # What-ifs in the twin
 #
 # One change at a time to the calibrated 16-vCPU machine, nothing refitted: MCS queue locks
-# instead of ticket spinlocks, blkback's state per ring instead of one device-wide lock,
+# instead of ticket spinlocks, blkback's persistent grants and free pages per ring instead of one
+# device-wide pool behind one lock,
 # 4-page rings, a 32-vCPU guest. The difference from the baseline is the twin's prediction of
 # what each change buys (`xbq.study.whatif`).
 
@@ -55,3 +56,27 @@ plt.show()
 # %%
 wide = runs.pivot_table(index=["series", "jobs"], columns="variant", values="iops")
 (wide.div(wide["baseline"], axis=0) - 1).round(3)
+
+# %% [markdown]
+# ## Predictions made before they are fitted
+#
+# The merged series (v4, Nov 2015) made blkback's persistent-grant tree and free-page pool
+# per ring and reported that multi-queue then scaled further (on its own, different
+# machine: 690k IOPS baseline; rings alone 4/8/16 → 1024k/800k/750k, with per-ring pools
+# 1600k/1450k/1320k). With the costs calibrated on the 2015 RFC table and nothing refitted,
+# the twin's prediction of IOPS against the ring count at 16 fio jobs, committed in
+# `data/predictions/` (with its command and commit) before any such table was fitted:
+
+# %%
+pred = pd.read_csv(data_dir() / "predictions" / "rings-16jobs.csv")
+pred_wide = pred.pivot(index="queues", columns="variant", values="iops")
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for name in pred_wide.columns:
+    ax.plot(pred_wide.index, pred_wide[name] / 1e3, marker="o", label=name)
+ax.set(xscale="log", xlabel="rings (16 fio jobs, 16 vCPUs)", ylabel="IOPS (thousands)",
+       title="the calibrated twin's predictions")
+ax.set_xticks(pred_wide.index, [str(int(q)) for q in pred_wide.index])
+ax.legend(fontsize=8)
+fig.savefig(FIGURES / "predictions-rings.png", dpi=110, bbox_inches="tight")
+plt.show()
+(pred_wide / 1e3).round(0)

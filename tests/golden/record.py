@@ -52,19 +52,32 @@ DURATION = 0.004  # virtual seconds: short, but past the warm-up of every point
 SEED = 7
 
 
+def golden_params(**over):
+    """The calibration the golden frames were recorded with (``des-params.json`` here, the
+    committed one of that day), with ``over`` applied, taken as it is: its ``ctx_switch_ns``
+    of 24 µs lies outside the physical bounds that issue 13 set when it replaced that
+    calibration, so the values are set without the constructor's check."""
+    from xbq.engines.des.params import DesParams
+
+    values = {**DesParams().to_dict(),
+              **json.loads((Path(__file__).parent / "des-params.json").read_text())["params"],
+              **over}
+    p = object.__new__(DesParams)
+    for k, v in values.items():
+        object.__setattr__(p, k, float(v))
+    return p
+
+
 def des_frames():
     import pandas as pd
 
-    from xbq.engines.des.params import load_params
     from xbq.engines.des.simulate import simulate
-    from xbq.study.paths import data_dir
 
-    base = load_params(data_dir() / "calibrated" / "des-params.json")
     frames = []
     for name, kw, over in CONFIGS:
         kw = {"queues": 16, "vcpus": 16, "iodepth": 64, **kw}
         df = simulate(kw.pop("mode"), kw.pop("jobs"), duration=DURATION, seed=SEED,
-                      params=base.replace(**over), **kw)
+                      params=golden_params(**over), **kw)
         frames.append(df.drop(columns=["wall_s"]).assign(config=name))
     return pd.concat(frames, ignore_index=True)
 

@@ -25,6 +25,7 @@ PER_REQUEST = {"notify_fe_per_req": "frontend notifications / request",
                "irq_per_req": "guest interrupts / request",
                "ctx_per_req": "context switches / request",
                "parked_per_req": "requests parked on a full ring / I/O",
+               "tag_wait_per_req": "sleeps for a free request (tag) / I/O",
                "batch_mean": "requests per backend batch"}
 
 

@@ -3,9 +3,10 @@ counts, both drivers.
 
 Each variant of :data:`WHATIFS` changes costs or switches of :class:`DesParams` and/or the
 machine's shape (vCPUs, queues); nothing is refitted, so the difference from ``baseline`` is
-the twin's prediction of what the change buys. ``per-ring backend state`` turns off the
-device-wide backend lock every ring's thread takes per request (``be_shared_lock_ns``): the
-merged Linux series made blkback's persistent-grant tree per ring.
+the twin's prediction of what the change buys. ``per-ring backend pools`` gives each ring's
+thread its own backend lock (``be_pools_per_ring``: the same hold time per request, no
+cross-ring contention), as the merged Linux series made blkback's persistent-grant tree and
+free-page pool per ring.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from xbq.errors import XbqError
 WHATIFS = {
     "baseline": ("the calibrated twin as it is", {}, {}),
     "MCS locks": ("MCS queue locks instead of ticket spinlocks", {"lock_mcs": 1.0}, {}),
-    "per-ring backend state": ("no device-wide backend lock (be_shared_lock_ns = 0)",
-                               {"be_shared_lock_ns": 0.0}, {}),
+    "per-ring backend pools": ("blkback's persistent grants and free pages per ring, not per "
+                               "device (be_pools_per_ring = 1)", {"be_pools_per_ring": 1.0},
+                               {}),
     "4-page rings": ("ring-page-order 2: 128 slots a ring instead of 32",
                      {"ring_page_order": 2.0}, {}),
     "32 vCPUs": ("a 32-vCPU guest with 32 queues (dom0 as calibrated)", {},

@@ -33,9 +33,12 @@ from xbq.errors import XbqError
 
 #: Parameters fitted by default: the costs neither the literature nor the seed pins down.
 FIT_PARAMS = ("submit_ns", "sq_locked_ns", "fe_cs_ns", "handoff_per_waiter_ns", "be_req_ns",
-              "be_shared_lock_ns", "ctx_switch_ns")
-#: Starting point of the fit (a rough guess from the 1-job points: ~17 us of guest work per I/O).
-START = {"submit_ns": 12000.0, "be_shared_lock_ns": 1000.0}
+              "be_shared_lock_ns", "ctx_switch_ns", "vcpu_wake_ns")
+#: Starting point of the fit (a rough guess from the 1-job points: ~17 us of guest work per
+#: I/O), with the mechanisms of a 2015 guest switched on: fio threads sleep for a free
+#: blk-mq request, and an idle vCPU is woken through Xen's scheduler.
+START = {"submit_ns": 12000.0, "be_shared_lock_ns": 1000.0, "tag_wait": 1.0,
+         "vcpu_wake_ns": 5000.0}
 
 
 def _bounds(name: str) -> tuple[float, float]:

@@ -182,15 +182,18 @@ def dispatch(sim, cpus, runq, prq, heap, P, cpu, t):
             if P.pcpus > 0.0:  # (out of line: the pool is off by default)
                 pcpu_block(sim, cpus, prq, heap, P, cpu, t)
         return
+    start = t
     if c.idle:
         c.idle = 0
-        c.busy_since = t
+        if cpu < sim.vcpus:  # a guest vCPU blocked in Xen is woken first (vcpu_wake_ns)
+            start = t + ns(P.vcpu_wake_ns)
+        c.busy_since = start
         if P.pcpus > 0.0:
             pcpu_wake(sim, cpus, prq, heap, P, cpu, t)
     c.cur = code
     c.phase = PH_START
     c.task_n += 1
-    phase(sim, cpus, heap, cpu, t, t)  # the task starts in its phase handler
+    phase(sim, cpus, heap, cpu, start, t)  # the task starts in its phase handler
 
 
 @kernel(forceinline=True)

@@ -58,8 +58,20 @@ class DesParams:
     complete_ns: float = _p(1000.0, "ns", 0.0, 20000.0,
                             "per completed I/O after the lock: blk_mq_end_request, aio "
                             "completion, wake-up of the fio thread")
-    ctx_switch_ns: float = _p(2000.0, "ns", 0.0, 30000.0,
-                              "context switch (or wake from sleep) of a thread on a vCPU")
+    ctx_switch_ns: float = _p(2000.0, "ns", 500.0, 10000.0,
+                              "context switch (or wake from sleep) of a thread on a vCPU: "
+                              "try_to_wake_up, schedule and a PV guest's switch_mm hypercalls "
+                              "(a few µs)")
+    vcpu_wake_ns: float = _p(0.0, "ns", 0.0, 50000.0,
+                             "a guest vCPU blocked in Xen (idle) woken by an event: "
+                             "vcpu_unblock, the scheduler's tickle IPI, the switch into the "
+                             "vCPU, before it runs anything (0: off, the default and the "
+                             "golden outputs; physically 1-50 µs)")
+    tag_wait: float = _p(0.0, "", 0.0, 1.0,
+                         "1: a job whose queue has no free request sleeps in "
+                         "blk_mq_get_tag until a completion frees one (blk-mq tags = ring "
+                         "slots; legacy sq: nr_requests 128); 0: requests beyond the ring "
+                         "wait on the stopped queue and the job never sleeps for them")
     quantum_ns: float = _p(3.0e6, "ns", 1.0e5, 1.0e8,
                            "time slice before a runnable thread yields to another on its CPU")
     think_ns: float = _p(0.0, "ns", 0.0, 1.0e9,
@@ -117,6 +129,12 @@ class DesParams:
                                   "every ring's thread takes once per request it consumes "
                                   "(the RFC's pers_gnts_lock around the shared persistent-"
                                   "grant tree); 0 turns the lock off")
+    be_pools_per_ring: float = _p(0.0, "", 0.0, 1.0,
+                                  "0: the backend lock above is one per device, shared by "
+                                  "every ring's thread (the 2015 RFC); 1: one per ring, as "
+                                  "the merged series (Linux 4.6) made blkback's persistent-"
+                                  "grant tree and free-page pool per ring: same hold time, "
+                                  "no cross-ring contention")
     # --- device --------------------------------------------------------------------------
     device_ssd: float = _p(0.0, "", 0.0, 1.0, "0: null device, 1: SSD-like device")
     null_ns: float = _p(2000.0, "ns", 0.0, 1.0e6, "null device: fixed latency")

@@ -13,7 +13,8 @@ time went, all measured over the window after the warm-up:
 * ``util_device``: SSD channels busy (fraction), or for the null device the mean number of
   requests inside it;
 * ``batch_mean``: requests per ``__do_block_io_op`` pass that found work; ``irq_per_req``,
-  ``ctx_per_req``, ``parked_per_req`` (requests that found their ring full or stopped);
+  ``ctx_per_req``, ``parked_per_req`` (requests that found their ring full or stopped),
+  ``tag_wait_per_req`` (with ``tag_wait``: times a job slept for a free request, per I/O);
 * ``little_L`` (time-average I/Os in the system) and ``little_XW`` (throughput x mean
   latency), which Little's law says must agree; ``max_ring_occupancy`` (most requests ever
   outstanding on one ring) next to ``ring_size``; ``warmup_s`` (when the window began),
@@ -114,6 +115,17 @@ def job_placement(jobs: int, vcpus: int, seed: int, random: bool) -> np.ndarray:
     return rng.integers(0, vcpus, jobs)
 
 
+#: Legacy block layer's requests per queue (``BLKDEV_MAX_RQ``, ``q->nr_requests``).
+LEGACY_NR_REQUESTS = 128
+
+
+def _tag_depth(mode: str, ents: int) -> int:
+    """Requests a queue can hold before a submitter sleeps: blk-mq's tags are the ring's
+    slots (blkfront sets ``tag_set.queue_depth`` to the ring size); the legacy queue of
+    ``sq`` has ``nr_requests``."""
+    return LEGACY_NR_REQUESTS if mode == "sq" else ents
+
+
 def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, params,
            bssplit, rwmixread, rep, max_events=0, inject=None, quiet=False):
     p = params
@@ -138,7 +150,8 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
             buf_pfn=buf_pfn, open=int(open_loop), ssd=int(p.device_ssd),
             channels=int(p.ssd_channels), nflocks=rings, belock=rings, max_events=max_events,
             warm_ios=_warmup_ios(warmup_ios, p, jobs, iodepth),
-            drain_max=int(DRAIN_MAX_S * 1e9)).items():
+            drain_max=int(DRAIN_MAX_S * 1e9),
+            tag_depth=_tag_depth(mode, ents) if p.tag_wait else 0).items():
         s[name] = value
     s["warm_max"] = s["warm_min"] + int(WARMUP_MAX_S * 1e9)
     if inject is not None:  # test hook: (what, k) drops or duplicates the k-th completion
@@ -215,6 +228,7 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
         "irq_per_req": fs[_FS["interrupts"]] / reqs,
         "ctx_per_req": s["acc_ctx"] / reqs,
         "parked_per_req": parked / max(s["acc_submitted"], 1),
+        "tag_wait_per_req": s["acc_tag_waits"] / max(done, 1),
         "little_L": s["acc_area"] / (dur * 1e9),
         "little_XW": (done / dur) * (lat_mean / 1e9) if done else float("nan"),
         "max_ring_occupancy": int(s["acc_max_occ"]), "ring_size": ents,

@@ -84,7 +84,7 @@ SIM_DTYPE = np.dtype([
     ("ssd", "<i8"), ("channels", "<i8"), ("nflocks", "<i8"), ("belock", "<i8"),
     ("max_events", "<i8"), ("warm_min", "<i8"), ("warm_max", "<i8"), ("warm_ios", "<i8"),
     ("duration", "<i8"), ("draining", "<i8"), ("drain_max", "<i8"), ("inject", "<i8"),
-    ("inject_at", "<i8"),
+    ("inject_at", "<i8"), ("tag_depth", "<i8"),
     # scalars of the event list (:mod:`xbq.engines.des.heap`: the heap's size and capacity,
     # the next event id, the next-event slot: is it full, the event's time, id, kind and
     # actor; the delay lines' capacity, heads and lengths), the pool, the device and the I/O
@@ -99,14 +99,14 @@ SIM_DTYPE = np.dtype([
     # end of the window; the drain's apart), arrivals dropped, requests parked, context
     # switches, device busy time, the error code (and its tag), the most requests on one ring,
     # the largest heap, requests issued and not yet completed, completed, duplicated, and the
-    # I/Os in flight when the window closed
+    # I/Os in flight when the window closed, job sleeps waiting for a free request (tag)
     ("acc_done", "<f8"), ("acc_reads", "<f8"), ("acc_writes", "<f8"), ("acc_bytes", "<f8"),
     ("acc_lat_sum", "<f8"), ("acc_area", "<f8"), ("acc_submitted", "<f8"),
     ("acc_completed", "<f8"), ("acc_events", "<f8"), ("acc_dropped", "<f8"),
     ("acc_parked", "<f8"), ("acc_ctx", "<f8"), ("acc_dev_busy", "<f8"), ("acc_err", "<f8"),
     ("acc_max_occ", "<f8"), ("acc_heap_max", "<f8"), ("acc_drain_events", "<f8"),
     ("acc_parts_out", "<f8"), ("acc_parts_done", "<f8"), ("acc_dup", "<f8"),
-    ("acc_err_tag", "<f8"), ("acc_in_flight", "<f8"),
+    ("acc_err_tag", "<f8"), ("acc_in_flight", "<f8"), ("acc_tag_waits", "<f8"),
     ("hist", "<i8", NR_BUCKETS),
 ], align=True)
 
@@ -125,8 +125,10 @@ CPU_DTYPE = np.dtype([
     ("busy", "<f8"), ("spin", "<f8"), ("hold", "<f8"), ("steal", "<f8"),
 ], align=True)
 
-#: One fio job: its vCPU and ring, idle/queued state, the I/O it is submitting, its credits
-#: (I/Os it may start), its open-loop queue, and whether its thread slept since it last ran.
+#: One fio job: its vCPU and ring, state (0 asleep, 1 queued or running, 2 asleep in
+#: ``blk_mq_get_tag`` waiting for a free request of its queue), the I/O it is submitting,
+#: its credits (I/Os it may start), its open-loop queue, and whether its thread slept since
+#: it last ran.
 JOB_DTYPE = np.dtype([
     ("cpu", "<i8"), ("ring", "<i8"), ("state", "<i8"), ("tag", "<i8"), ("credits", "<i8"),
     ("pend_h", "<i8"), ("pend_n", "<i8"), ("slept", "<i8"),
@@ -143,12 +145,13 @@ IO_DTYPE = np.dtype([
 #: One ring, as the twin drives it: the CPUs its interrupt and backend thread run on, the
 #: interrupt's state (0 idle, 1 queued, 2 running), a second event arrived meanwhile,
 #: completions to finish, the backend thread's state and "more work" flag, requests of its
-#: batch still to take the shared lock, whether its thread slept, and the frontend's and
-#: backend's counters at the start and the end of the window.
+#: batch still to take the shared lock, whether its thread slept, its queue's requests
+#: (blk-mq tags) in use, the jobs asleep waiting for one and where the next wake-up scan
+#: starts, and the frontend's and backend's counters at the start and the end of the window.
 DRING_DTYPE_FIELDS = [
     ("irq_cpu", "<i8"), ("be_cpu", "<i8"), ("irq_state", "<i8"), ("irq_again", "<i8"),
     ("irq_ndone", "<i8"), ("be_state", "<i8"), ("be_again", "<i8"), ("be_n", "<i8"),
-    ("be_slept", "<i8"),
+    ("be_slept", "<i8"), ("tags", "<i8"), ("tag_wait", "<i8"), ("tag_rr", "<i8"),
 ]
 
 #: One virtual spin lock: its holder (a CPU, -1 free) and its FIFO of waiters in ``lockq``.
@@ -189,7 +192,7 @@ def new_state(sim: np.ndarray, streams: np.ndarray, nfs: int, nbs: int, job_cpu:
     ncpu, jobs, rings, ents = int(s["ncpu"]), int(s["jobs"]), int(s["rings"]), \
         int(s["nr_ents"])
     maxio = int(s["maxio"])
-    nlocks = int(s["nflocks"]) + 1
+    nlocks = int(s["nflocks"]) + rings  # the frontend's, then the backend's (one a ring)
     cap = ncpu + 8 * rings + 2 * rings * ents + jobs * (int(s["iodepth"]) + 2) + maxio + 64
     cpus = np.zeros(ncpu, CPU_DTYPE)
     cpus["cur"] = -1

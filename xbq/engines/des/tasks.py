@@ -2,9 +2,11 @@
 the device's completions. Each step calls the real protocol code and charges its cost.
 
 ``T_JOB`` (fio job ``j``)
-    draw an I/O, charge the submit cost, take the ring's lock, queue the I/O through blk-mq
-    (split at ``max_sectors``; a full ring stops the queue and the request waits on it), flush
-    (the backend's upcall follows if the event channel raises one), release.
+    take a free request of its queue (a blk-mq tag; none free: sleep until a completion
+    frees one, when ``tag_wait`` is on), draw an I/O, charge the submit cost, take the
+    ring's lock, queue the I/O through blk-mq (split at ``max_sectors``; a full ring stops
+    the queue and the request waits on it), flush (the backend's upcall follows if the
+    event channel raises one), release.
 ``T_IRQ`` (ring ``r``'s upcall, on the vCPU its event is bound to)
     entry, take the lock, ``blkif_interrupt``, restart the stopped queue, release, complete
     the I/Os (after the lock, as ``blk_mq_complete_request``).
@@ -136,6 +138,44 @@ def job_unit(sim, cpus, heap, jobs, pend, ios, streams, wl, P, cpu, j, t, extra)
 
 
 @kernel(forceinline=True)
+def job_next(sim, cpus, runq, prq, heap, jobs, pend, ios, streams, drings, wl, P, cpu, j, t,
+             extra):
+    """Job ``j`` starts its next I/O if its queue has a free request (a blk-mq tag, taken in
+    ``blk_mq_get_request`` before the driver sees it); otherwise its thread sleeps in
+    ``blk_mq_get_tag`` until a completion frees one (:func:`tag_free`)."""
+    if sim.tag_depth > 0:
+        d = drings[jobs[j].ring]
+        if d.tags >= sim.tag_depth:
+            jobs[j].state = 2
+            jobs[j].slept = 1
+            d.tag_wait += 1
+            sim.acc_tag_waits += 1.0 if t >= sim.t_warm and not sim.draining else 0.0
+            task_end(sim, cpus, runq, prq, heap, P, cpu, t)
+            return
+        d.tags += 1
+    job_unit(sim, cpus, heap, jobs, pend, ios, streams, wl, P, cpu, j, t, extra)
+
+
+@kernel(forceinline=True)
+def tag_free(sim, cpus, runq, prq, heap, jobs, drings, P, r, t):
+    """A request of queue ``r`` completed: its tag is free; wake one job waiting for it
+    (the next in round-robin order)."""
+    d = drings[r]
+    d.tags -= 1
+    if d.tag_wait == 0:
+        return
+    n = jobs.shape[0]
+    for k in range(n):
+        j = (d.tag_rr + k) % n
+        if jobs[j].state == 2 and jobs[j].ring == r:
+            d.tag_rr = (j + 1) % n
+            d.tag_wait -= 1
+            jobs[j].state = 0
+            job_wake(sim, cpus, runq, prq, heap, jobs, P, j, t)
+            return
+
+
+@kernel(forceinline=True)
 def note_occupancy(sim, rinfo, r):
     """Keep the most requests ever outstanding on one ring."""
     occ = blkif_ring_used(rinfo[r])
@@ -194,7 +234,7 @@ def job_wake(sim, cpus, runq, prq, heap, jobs, P, j, t):
 
 
 @kernel(forceinline=True)
-def io_done(sim, cpus, runq, prq, heap, jobs, ios, streams, P, tag, t):
+def io_done(sim, cpus, runq, prq, heap, jobs, ios, streams, drings, P, tag, t):
     """Every part of I/O ``tag`` has completed at ``t``: account it, give the job a credit."""
     w0 = sim.t_warm
     w1 = sim.t_end
@@ -216,6 +256,8 @@ def io_done(sim, cpus, runq, prq, heap, jobs, ios, streams, P, tag, t):
     io.next = sim.io_free
     sim.io_free = tag
     j = io.job
+    if sim.tag_depth > 0:
+        tag_free(sim, cpus, runq, prq, heap, jobs, drings, P, jobs[j].ring, t)
     if not sim.open:
         if P.think_ns > 0.0:
             z = rng_exponential(streams[j], P.think_ns) if P.think_exp != 0.0 else P.think_ns
@@ -269,7 +311,7 @@ def irq_finish(sim, cpus, runq, prq, heap, jobs, ios, streams, drings, done, P, 
             sim.acc_parts_out -= 1.0
             io.parts -= 1
             if io.parts == 0:
-                io_done(sim, cpus, runq, prq, heap, jobs, ios, streams, P, tag, t)
+                io_done(sim, cpus, runq, prq, heap, jobs, ios, streams, drings, P, tag, t)
     d.irq_ndone = 0
     if d.irq_again:
         d.irq_state = 1
@@ -387,7 +429,8 @@ def on_phase(sim, cpus, runq, prq, heap, jobs, pend, ios, streams, drings, done,
     if ph == PH_START and kind == T_JOB:
         extra = switch(sim, cpus, P, cpu, a, jobs[a].slept, t)
         jobs[a].slept = 0
-        job_unit(sim, cpus, heap, jobs, pend, ios, streams, wl, P, cpu, a, t, extra)
+        job_next(sim, cpus, runq, prq, heap, jobs, pend, ios, streams, drings, wl, P, cpu, a,
+                 t, extra)
     elif ph == PH_START and kind == T_IRQ:
         evtchn_test_and_clear_pending(ev, rinfo[a].evtchn)
         drings[a].irq_state = 2
@@ -412,7 +455,8 @@ def on_phase(sim, cpus, runq, prq, heap, jobs, pend, ios, streams, drings, done,
             if job_has_work(sim, jobs, a):
                 if yield_or_continue(sim, cpus, runq, prq, heap, P, cpu, np.int64(T_JOB), a,
                                      t):
-                    job_unit(sim, cpus, heap, jobs, pend, ios, streams, wl, P, cpu, a, t, 0.0)
+                    job_next(sim, cpus, runq, prq, heap, jobs, pend, ios, streams, drings, wl,
+                             P, cpu, a, t, 0.0)
             else:
                 jobs[a].state = 0
                 jobs[a].slept = 1
@@ -447,7 +491,7 @@ def on_backend_phase(sim, cpus, runq, prq, heap, streams, drings, locks, lockq, 
                      cpu, a, ph, t):
     """One step of ring ``a``'s blkback thread (see the module docstring)."""
     c = cpus[cpu]
-    belock = sim.belock
+    belock = sim.belock + (a if P.be_pools_per_ring != 0.0 else 0)
     if ph == PH_START or ph == PH_BE_LOOP:  # (re)start the loop: consume a batch
         extra = 0.0
         if ph == PH_START:

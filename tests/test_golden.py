@@ -18,7 +18,6 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 sys.path.insert(0, str(GOLDEN))
 import record  # noqa: E402
 
-
 #: Frame columns added since the golden outputs were recorded (zero in every golden run).
 NEW_COLUMNS = ("tag_wait_per_req",)
 

@@ -59,3 +59,26 @@ def check_seconds(name: str, value, hi: float, *, positive: bool = True) -> floa
 def check_seed(value) -> int:
     """A seed: an integer in ``[0, 2**63 - 1]``."""
     return check_int("seed", value, 0, MAX_SEED)
+
+
+def read_config(path, *, what: str = "", default: str = "toml") -> dict | list:
+    """Parse a settings file: TOML, or JSON when it ends in ``.json`` (``.toml`` and
+    ``default`` otherwise decide). One line for a file that cannot be read or parsed.
+
+    ``what`` names the file in the read error (``cannot read parameters FILE``).
+    """
+    import json
+    import tomllib
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise XbqError(f"cannot read {what + ' ' if what else ''}{p}: {exc.strerror}") \
+            from None
+    fmt = {".json": "json", ".toml": "toml"}.get(p.suffix, default)
+    try:
+        return json.loads(text) if fmt == "json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise XbqError(f"{p}: not valid {fmt.upper()}: {exc}") from None

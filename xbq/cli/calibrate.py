@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from xbq.errors import XbqError
     from xbq.progress import Progress
     from xbq.study.datasets import load_iops_table, load_seed
+    from xbq.study.paths import provenance
     from xbq.sweep import mapper as sweep_mapper
 
     def numbers(text, flag):
@@ -152,13 +153,3 @@ def run(args: argparse.Namespace) -> int:
           f"max {result['max_rel_error']:.1%}, {result['within_10pct']}/"
           f"{len(result['points'])} points within 10%")
     return 0
-
-
-def provenance(command: str) -> dict:
-    """Date, commit and command of a calibration (for the JSON and its README)."""
-    from datetime import UTC, datetime
-
-    from xbq.study.paths import git_commit
-
-    return {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "commit": git_commit()}

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from xbq.engines.des.calibrate import START, _fit_one, _simulate_points
+from xbq.engines.des.calibrate import START, fit_machine
 from xbq.engines.des.params import DesParams
+from xbq.engines.des.table import simulate_table
 
 TRAIN_MAX_JOBS = 16
 
@@ -35,25 +36,19 @@ def seed_intervals(table, result: dict, *, seeds=(2, 3, 4, 5), max_nfev: int = 4
     fit_durations = [result["fit"]["fit_requests"] / m for m in table["iops"].to_numpy(float)]
     tasks = [(table, names, base, fit_durations, int(s), max_nfev) for s in seeds]
     if mapper is None:
-        outs = [_refit(t) for t in tasks]
+        outs = [fit_machine(t) for t in tasks]
     else:
         outs = [None] * len(tasks)
-        for j, out in mapper(_refit, tasks):
+        for j, out in mapper(fit_machine, tasks):
             outs[j] = out
     out = {"seeds": list(map(int, seeds)), "max_nfev": max_nfev, "params": {}}
     for n in names:
         v = float(getattr(base, n))
-        refits = [float(o[n]) for o in outs]
+        refits = [float(o["params"][n]) for o in outs]
         lo, hi = min(refits + [v]), max(refits + [v])
         out["params"][n] = {"value": v, "refits": refits, "min": lo, "max": hi,
                             "rel_spread": (hi - lo) / v if v else float("nan")}
     return out
-
-
-def _refit(task) -> dict:
-    table, names, base, durations, seed, max_nfev = task
-    fitted, _, _ = _fit_one(table, names, base, durations, seed, max_nfev, None)
-    return {n: getattr(fitted, n) for n in names}
 
 
 def forward_test(table, result: dict, *, max_nfev: int = 60, final_requests: int = 100_000,
@@ -70,11 +65,11 @@ def forward_test(table, result: dict, *, max_nfev: int = 60, final_requests: int
     train = table[table["jobs"] <= TRAIN_MAX_JOBS].reset_index(drop=True)
     test = table[table["jobs"] > TRAIN_MAX_JOBS].reset_index(drop=True)
     durations = [result["fit"]["fit_requests"] / m for m in train["iops"].to_numpy(float)]
-    fitted, _, _ = _fit_one(train, names, base, durations, result["fit"]["seed"], max_nfev,
-                            None)
+    seed = result["fit"]["seed"]
+    fitted = DesParams(**fit_machine((train, names, base, durations, seed, max_nfev))["params"])
     measured = test["iops"].to_numpy(float)
-    pred = _simulate_points(test, fitted, [final_requests / m for m in measured],
-                            result["fit"]["seed"])
+    pred = simulate_table(test, fitted, duration=[final_requests / m for m in measured],
+                          seed=seed)["iops"].to_numpy(float)
     rel = pred / measured - 1.0
     points = [{"series": s, "jobs": int(j), "measured": float(m), "predicted": float(p),
                "rel_error": float(e)}

@@ -33,3 +33,12 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def provenance(command: str) -> dict:
+    """Command, commit (:func:`git_commit`) and UTC date of a result, for its JSON and
+    README."""
+    from datetime import UTC, datetime
+
+    return {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": git_commit()}

@@ -83,11 +83,9 @@ def predict_rings(params: DesParams, *, rings=RINGS, jobs: int = JOBS, variants=
 
 def main(argv=None) -> int:
     """Write ``rings-16jobs.csv`` and ``README.md`` (command, commit, parameters) to --out."""
-    from datetime import UTC, datetime
-
     from xbq.engines.des.params import load_params
     from xbq.errors import XbqError
-    from xbq.study.paths import data_dir, git_commit
+    from xbq.study.paths import data_dir, provenance
 
     ap = argparse.ArgumentParser(prog="python -m xbq.study.predictions",
                                  description=__doc__.splitlines()[0])
@@ -97,9 +95,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         params = load_params(args.params)
-        prov = {"command": "python -m xbq.study.predictions " + " ".join(argv or sys.argv[1:]),
-                "commit": git_commit(),
-                "date": datetime.now(UTC).isoformat(timespec="seconds")}
+        prov = provenance("python -m xbq.study.predictions "
+                          + " ".join(argv or sys.argv[1:]))
         df = predict_rings(params, duration=args.duration,
                            progress=lambda n, d: print(f"{n}: " + ", ".join(
                                f"{int(q)}: {v / 1e3:.0f}k" for q, v in

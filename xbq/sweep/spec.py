@@ -27,11 +27,10 @@ a bad file gets one line.
 from __future__ import annotations
 
 import itertools
-import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xbq.checks import read_config
 from xbq.engines.des.params import FIELDS as DES_FIELDS
 from xbq.engines.schema import point_key
 from xbq.errors import XbqError
@@ -149,15 +148,7 @@ def spec_from_dict(data: dict, where: str = "sweep") -> SweepSpec:
 def load_spec(path) -> SweepSpec:
     """Read a sweep file (``.toml`` or ``.json``); one line for anything wrong with it."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise XbqError(f"cannot read {p}: {exc.strerror}") from None
-    try:
-        data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise XbqError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: "
-                       f"{exc}") from None
+    data = read_config(p, default="toml")
     params = data.get("params") if isinstance(data, dict) else None
     if isinstance(params, str) and not Path(params).is_absolute():
         from xbq.study.paths import REPO_DIR

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from xbq.engines.des.params import DesParams
-from xbq.engines.des.table import SERIES_MODE, TABLE_COLUMNS, simulate_table
+from xbq.engines.des.table import TABLE_COLUMNS, check_table, simulate_table
 from xbq.engines.schema import point_key
 from xbq.errors import XbqError
 
@@ -132,13 +132,7 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
         setting tried: its overrides, fit cost and errors), ``fit`` (method, nfev, seconds,
         seed, durations).
     """
-    missing = [c for c in TABLE_COLUMNS if c not in table]
-    if missing:
-        raise XbqError(f"the table lacks column(s) {', '.join(missing)}")
-    unknown = sorted(set(table["series"]) - set(SERIES_MODE))
-    if unknown:
-        raise XbqError(f"series {', '.join(unknown)} not understood (expected "
-                       f"{', '.join(SERIES_MODE)})")
+    check_table(table)
     names = list(fit)
     bad = [n for n in names if n not in DesParams.__dataclass_fields__]
     if bad:

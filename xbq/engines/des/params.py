@@ -14,13 +14,12 @@ float64 under its own name: ``P.submit_ns``), made by :meth:`DesParams.to_record
 from __future__ import annotations
 
 import dataclasses
-import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from xbq.checks import read_config
 from xbq.errors import XbqError
 
 #: Time parameters that cannot be switched off with 0 (time slices).
@@ -203,15 +202,7 @@ def load_params(path, base: DesParams | None = None) -> DesParams:
     a value out of bounds.
     """
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise XbqError(f"cannot read parameters {p}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise XbqError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: {exc}") \
-            from None
+    data = read_config(p, what="parameters", default="json")
     if isinstance(data, dict) and isinstance(data.get("params"), dict):
         data = data["params"]
     if not isinstance(data, dict):

@@ -21,6 +21,18 @@ SEED_IODEPTH = 64
 TABLE_COLUMNS = ("series", "jobs", "queues", "vcpus", "iops")
 
 
+def check_table(table) -> None:
+    """One-line :class:`XbqError` unless ``table`` has :data:`TABLE_COLUMNS` and only the
+    series of :data:`SERIES_MODE`."""
+    missing = [c for c in TABLE_COLUMNS if c not in table]
+    if missing:
+        raise XbqError(f"the table lacks column(s) {', '.join(missing)}")
+    unknown = sorted(set(table["series"]) - set(SERIES_MODE))
+    if unknown:
+        raise XbqError(f"series {', '.join(map(str, unknown))} not understood (expected "
+                       f"{', '.join(SERIES_MODE)})")
+
+
 def simulate_table(table: pd.DataFrame, params: DesParams | None = None, *,
                    duration=None, requests: float | None = None, seed: int = 1,
                    iodepth: int = SEED_IODEPTH, progress=None,
@@ -54,13 +66,7 @@ def simulate_table(table: pd.DataFrame, params: DesParams | None = None, *,
     """
     from xbq.engines.des.simulate import simulate
 
-    missing = [c for c in TABLE_COLUMNS if c not in table]
-    if missing:
-        raise XbqError(f"the table lacks column(s) {', '.join(missing)}")
-    unknown = sorted(set(table["series"]) - set(SERIES_MODE))
-    if unknown:
-        raise XbqError(f"series {', '.join(map(str, unknown))} not understood (expected "
-                       f"{', '.join(SERIES_MODE)})")
+    check_table(table)
     measured = table["iops"].to_numpy(float)
     if (duration is None) == (requests is None):
         raise XbqError("give a duration or a number of requests per point, not both")

@@ -2,8 +2,9 @@
 
 ``tests/golden/record.py`` wrote them; see its docstring. Discrete-event frames and the
 loopback and handshake outputs must match exactly (the frames as text at 17 significant
-digits, i.e. bit for bit); fitted numbers within 1e-9 relative, since numpy's linear algebra
-may round differently on another CPU.
+digits, i.e. bit for bit); fitted numbers within 1e-7 relative, since numpy's linear algebra
+may round differently on another CPU (a bootstrap interval of the USL fit differed by 3.5e-9
+on a 2-vCPU EPYC VM, with the code of commit 3011f88 as well).
 """
 
 import io
@@ -19,7 +20,7 @@ sys.path.insert(0, str(GOLDEN))
 import record  # noqa: E402
 
 #: Frame columns added since the golden outputs were recorded (zero in every golden run).
-NEW_COLUMNS = ("tag_wait_per_req",)
+NEW_COLUMNS = ("tag_wait_per_req", "iops_se")
 
 
 def test_des_frames_bit_for_bit():
@@ -76,7 +77,7 @@ def _close(a, b, path="fit"):
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _close(x, y, f"{path}[{i}]")
     elif isinstance(a, float) and isinstance(b, float):
-        assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12), \
+        assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-7, abs=1e-12), \
             path
     else:
         assert a == b, path

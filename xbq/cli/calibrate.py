@@ -38,6 +38,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="job placements to try: 0 round-robin, 1 random (default 0)")
     p.add_argument("--dom0-vcpus", metavar="LIST", default="16",
                    help="dom0 vCPU counts (the backend threads' CPUs) to try (default 16)")
+    p.add_argument("--irq-spread", metavar="LIST", default="1",
+                   help="where the rings' interrupts go, to try: 1 ring r's to vCPU r, 0 all "
+                        "to vCPU 0 (Xen's default binding) (default 1)")
+    p.add_argument("--fe-lock-per-ring", metavar="LIST", default="1",
+                   help="blkfront's lock to try: 1 one per ring, 0 one io_lock per device "
+                        "(default 1)")
+    p.add_argument("--placements", type=positive_int, default=None, metavar="N",
+                   help="with random job placement, placements each point is averaged over "
+                        "during the fit (default 16)")
+    p.add_argument("--final-placements", type=positive_int, default=64, metavar="N",
+                   help="... and in the final check (default %(default)s)")
     p.add_argument("--fit-requests", type=positive_int, default=20_000,
                    help="requests per point per evaluation during the fit (default 20000)")
     p.add_argument("--max-nfev", type=positive_int, default=120,
@@ -59,7 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xbq.engines.des.calibrate import calibrate, write_result
+    from xbq.engines.des.calibrate import START, calibrate, write_result
+    from xbq.engines.des.params import DesParams
     from xbq.errors import XbqError
     from xbq.progress import Progress
     from xbq.study.datasets import load_iops_table, load_seed
@@ -78,11 +90,13 @@ def run(args: argparse.Namespace) -> int:
     # A value outside its parameter's bounds (--pcpus -16) is refused by calibrate() before
     # anything runs; only a pool (pcpus > 0) has a boost setting to try.
     machines = [dict({"pcpus": pc, "pcpu_boost": b} if pc > 0 else {"pcpus": pc},
-                     job_placement=jp, dom0_vcpus=d0)
+                     job_placement=jp, dom0_vcpus=d0, irq_spread=irq, fe_lock_per_ring=fl)
                 for pc in numbers(args.pcpus, "--pcpus")
                 for b in numbers(args.pcpu_boost, "--pcpu-boost")
                 for jp in numbers(args.job_placement, "--job-placement")
-                for d0 in numbers(args.dom0_vcpus, "--dom0-vcpus")]
+                for d0 in numbers(args.dom0_vcpus, "--dom0-vcpus")
+                for irq in numbers(args.irq_spread, "--irq-spread")
+                for fl in numbers(args.fe_lock_per_ring, "--fe-lock-per-ring")]
     machines = [m for k, m in enumerate(machines) if m not in machines[:k]]
 
     quiet = args.quiet or args.json
@@ -115,9 +129,12 @@ def run(args: argparse.Namespace) -> int:
         client = connect(args.scheduler) if args.scheduler else local_client(args.workers)
     try:
         with bar:
-            result = calibrate(table, fit=names, machines=machines, seed=args.seed,
+            base = None if args.placements is None else \
+                DesParams().replace(**{**START, "placements": args.placements})
+            result = calibrate(table, fit=names, machines=machines, seed=args.seed, base=base,
                                fit_requests=args.fit_requests, max_nfev=args.max_nfev,
-                               final_requests=args.final_requests, progress=progress,
+                               final_requests=args.final_requests,
+                               final_placements=args.final_placements, progress=progress,
                                checkpoint=checkpoint,
                                mapper=None if client is None else sweep_mapper(client))
     finally:
@@ -147,8 +164,9 @@ def run(args: argparse.Namespace) -> int:
               f"[{f['min']:g}, {f['max']:g}]{flag}")
     print(f"{'series':<12} {'jobs':>4} {'measured':>10} {'simulated':>10} {'rel_error':>9}")
     for p in result["points"]:
+        se = f" (SE {p['rel_se']:.1%})" if p.get("rel_se") else ""
         print(f"{p['series']:<12} {p['jobs']:>4} {p['measured']:>10.0f} {p['simulated']:>10.0f} "
-              f"{p['rel_error']:>+9.1%}")
+              f"{p['rel_error']:>+9.1%}{se}")
     print(f"median |rel error| {result['median_rel_error']:.1%}, "
           f"max {result['max_rel_error']:.1%}, {result['within_10pct']}/"
           f"{len(result['points'])} points within 10%")

@@ -67,6 +67,9 @@ def forward_test(table, result: dict, *, max_nfev: int = 60, final_requests: int
     durations = [result["fit"]["fit_requests"] / m for m in train["iops"].to_numpy(float)]
     seed = result["fit"]["seed"]
     fitted = DesParams(**fit_machine((train, names, base, durations, seed, max_nfev))["params"])
+    if fitted.job_placement:  # predicted with as many placements as the final verification
+        fitted = fitted.replace(placements=result["fit"].get("final_placements",
+                                                             fitted.placements))
     measured = test["iops"].to_numpy(float)
     pred = simulate_table(test, fitted, duration=[final_requests / m for m in measured],
                           seed=seed)["iops"].to_numpy(float)
@@ -128,16 +131,32 @@ def main(argv=None) -> int:
                                  description=__doc__.splitlines()[0])
     ap.add_argument("file", help="a calibration JSON (xbq calibrate --out), updated in place")
     ap.add_argument("--seeds", default="2,3,4,5")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="refit the seeds in parallel on a local Dask cluster of N processes")
     args = ap.parse_args(argv)
+    client = None
     try:
         result = json.loads(Path(args.file).read_text())
         table = load_seed()
         seeds = [int(s) for s in args.seeds.split(",")]
-        result["intervals"] = seed_intervals(table, result, seeds=seeds)
+        mapper = None
+        if args.workers > 0:
+            from xbq.sweep import local_client
+            from xbq.sweep import mapper as sweep_mapper
+
+            client = local_client(args.workers)
+            mapper = sweep_mapper(client)
+        result["intervals"] = seed_intervals(table, result, seeds=seeds, mapper=mapper)
         result["forward"] = forward_test(table, result)
     except (XbqError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if client is not None:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None:
+                cluster.close()
     write_result(result, args.file)
     print(report(result))
     return 0

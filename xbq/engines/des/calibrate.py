@@ -10,8 +10,12 @@ changes smoothly enough for finite differences with a coarse step. The fit runs 
 simulations (``fit_requests`` per point, after a warm-up that lets the start-up burst drain);
 the reported errors come from one final run of every point with ``final_requests``
 completed requests. Settings the table does not state and that are not continuous (the
-physical CPU count, the scheduler's boost, the jobs' placement, dom0's vCPU count) are tried
-one by one (``machines``): the fit runs for each, the best is kept, and all are reported.
+physical CPU count, the scheduler's boost, the jobs' placement, dom0's vCPU count, the vCPU
+the rings' interrupts go to, blkfront's lock per ring or per device) are tried one by one
+(``machines``): the fit runs for each, the best is kept, and all are reported. With jobs
+placed at random every evaluation averages each point over ``placements`` placements (the
+same draws every time: common random numbers) and the final verification over
+``final_placements``.
 
 The table itself is only read, never written into code: change the CSV and the fit follows.
 """
@@ -33,12 +37,17 @@ from xbq.errors import XbqError
 
 #: Parameters fitted by default: the costs neither the literature nor the seed pins down.
 FIT_PARAMS = ("submit_ns", "sq_locked_ns", "fe_cs_ns", "handoff_per_waiter_ns", "be_req_ns",
-              "be_shared_lock_ns", "ctx_switch_ns", "vcpu_wake_ns")
+              "be_shared_lock_ns", "ctx_switch_ns", "vcpu_wake_ns", "be_wake_ns")
 #: Starting point of the fit (a rough guess from the 1-job points: ~17 us of guest work per
 #: I/O), with the mechanisms of a 2015 guest switched on: fio threads sleep for a free
-#: blk-mq request, and an idle vCPU is woken through Xen's scheduler.
+#: blk-mq request, an idle vCPU is woken through Xen's scheduler, and a point with jobs
+#: placed at random (``job_placement`` = 1, a machine setting) is the mean over 16
+#: placements.
 START = {"submit_ns": 12000.0, "be_shared_lock_ns": 1000.0, "tag_wait": 1.0,
-         "vcpu_wake_ns": 5000.0}
+         "vcpu_wake_ns": 5000.0, "placements": 16.0}
+#: Placements of the final verification runs (random placement only): the standard error
+#: of a point's mean IOPS is then half of the fit's.
+FINAL_PLACEMENTS = 64
 
 
 def _bounds(name: str) -> tuple[float, float]:
@@ -47,8 +56,10 @@ def _bounds(name: str) -> tuple[float, float]:
     return max(lo, 10.0), hi  # log scale: a zero lower bound becomes 10 ns
 
 
-def _simulate_points(table, params, durations, seed):
-    return simulate_table(table, params, duration=durations, seed=seed)["iops"].to_numpy(float)
+def _simulate_points(table, params, durations, seed, se=False):
+    df = simulate_table(table, params, duration=durations, seed=seed)
+    iops = df["iops"].to_numpy(float)
+    return (iops, df["iops_se"].to_numpy(float)) if se else iops
 
 
 def fit_machine(task, progress=None) -> dict:
@@ -88,8 +99,9 @@ def _fit_one(table, names, base, durations, seed, max_nfev, progress):
 
 def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
               base: DesParams | None = None, fit_requests: int = 20_000, seed: int = 1,
-              max_nfev: int = 120, final_requests: int = 200_000, progress=None,
-              checkpoint=None, mapper=None) -> dict:
+              max_nfev: int = 120, final_requests: int = 200_000,
+              final_placements: int = FINAL_PLACEMENTS, progress=None, checkpoint=None,
+              mapper=None) -> dict:
     """Fit ``fit`` (names of :class:`DesParams` fields) to an IOPS table.
 
     Parameters
@@ -108,7 +120,10 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
     max_nfev : int
         Most objective evaluations per machine (each simulates every point once).
     final_requests : int
-        Requests each point completes in the final verification run.
+        Requests each point completes in the final verification run (in each placement).
+    final_placements : int
+        Placements of each point in the final verification run when the kept setting
+        places jobs at random (the fit uses ``base.placements``).
     progress : callable, optional
         Called with a dict: ``event`` ("eval" after each objective evaluation, "machine" when
         a setting is done), ``machine`` (index) of ``machines`` (count), ``fixed`` (the
@@ -137,8 +152,9 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
     bad = [n for n in names if n not in DesParams.__dataclass_fields__]
     if bad:
         raise XbqError(f"unknown parameter(s) to fit: {', '.join(bad)}")
-    if fit_requests < 1 or final_requests < 1 or max_nfev < 1:
-        raise XbqError("fit_requests, final_requests and max_nfev must be at least 1")
+    if fit_requests < 1 or final_requests < 1 or max_nfev < 1 or final_placements < 1:
+        raise XbqError("fit_requests, final_requests, final_placements and max_nfev must be "
+                       "at least 1")
     base = base or DesParams().replace(**START)
     machines = [{}] if not machines else [dict(m) for m in machines]
     for m in machines:
@@ -195,14 +211,15 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
     _, entry, _ = best
     fitted, chosen = DesParams(**entry["params"]), entry["fixed"]
     fit_s = time.perf_counter() - t0
-    # final verification: long runs, same seed
+    # final verification: long runs, same seed, more placements
     durations = [final_requests / m for m in measured]
-    sim = _simulate_points(table, fitted, durations, seed)
+    check = fitted.replace(placements=final_placements) if fitted.job_placement else fitted
+    sim, se = _simulate_points(table, check, durations, seed, se=True)
     rel = sim / measured - 1.0
     points = [{"series": s, "jobs": int(j), "measured": float(m), "simulated": float(v),
-               "rel_error": float(e)}
-              for s, j, m, v, e in zip(table["series"], table["jobs"], measured, sim, rel,
-                                       strict=True)]
+               "rel_error": float(e), "rel_se": float(q / m)}
+              for s, j, m, v, e, q in zip(table["series"], table["jobs"], measured, sim, rel,
+                                          se, strict=True)]
     fitted_info = []
     for n in names:
         f = DesParams.__dataclass_fields__[n]
@@ -223,7 +240,8 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
         "fit": {"method": "scipy.optimize.least_squares trf, log-parameters, diff_step 0.05",
                 "nfev": int(nfev), "seconds": fit_s, "seed": seed,
                 "fit_requests": fit_requests, "final_requests": final_requests,
-                "final_durations_s": durations, "status": entry["status"],
+                "final_durations_s": durations, "final_placements": int(check.placements),
+                "status": entry["status"],
                 "message": entry["message"]},
     }
 

@@ -84,6 +84,12 @@ class DesParams:
                               "0: job j on vCPU j % vcpus (fio pinned, cpus_allowed); 1: each "
                               "job on a uniformly random vCPU, seeded (unpinned jobs that the "
                               "guest scheduler does not spread evenly)")
+    placements: float = _p(1.0, "", 1.0, 1024.0,
+                           "with job_placement=1: random placements each point is simulated "
+                           "with (draw k of the seed's, k = 0, 1, ...; the same I/O streams); "
+                           "the point's figures are their mean, iops_se the standard error of "
+                           "its IOPS: the expectation over where the guest scheduler puts "
+                           "unpinned jobs")
     # --- physical CPUs (Xen's scheduler) ----------------------------------------------------
     pcpus: float = _p(0.0, "", 0.0, 256.0,
                       "physical CPUs shared by the guest's and dom0's vCPUs (0: every vCPU "
@@ -104,6 +110,11 @@ class DesParams:
     handoff_per_waiter_ns: float = _p(150.0, "ns", 0.0, 5000.0,
                                       "ticket lock only: extra hand-off per waiter spinning "
                                       "at the release (cache-line broadcast, §4 c/2)")
+    fe_lock_per_ring: float = _p(1.0, "", 0.0, 1.0,
+                                 "mq: 1, blkfront takes one lock per ring (ring_lock, from "
+                                 "'xen/blkfront: split per device io_lock', Linux 4.6); 0, one "
+                                 "io_lock per device, taken by every ring's queue_rq and "
+                                 "interrupt handler (the series before that patch)")
     # --- event channels ------------------------------------------------------------------
     evtchn_send_ns: float = _p(1000.0, "ns", 50.0, 10000.0,
                                "EVTCHNOP_send hypercall, charged to the sender's CPU")

@@ -101,18 +101,18 @@ def connect(nr_rings: int, order: int, persistent: bool, max_indirect: int, sect
     return conn, conn.front.alloc_pages(BUF_PAGES)
 
 
-def job_placement(jobs: int, vcpus: int, seed: int, random: bool) -> np.ndarray:
+def job_placement(jobs: int, vcpus: int, seed: int, random: bool, draw: int = 0) -> np.ndarray:
     """The vCPU each fio job runs on: round-robin, or uniformly at random (seeded).
 
-    fio's IOmeter job does not pin its jobs; the guest scheduler then need not spread them
-    evenly (wake-affine placement piles I/O threads onto the CPUs that take the interrupts),
-    so with ``random`` some vCPUs, and through blk-mq's map their rings, carry several jobs
-    and others none. The draw depends only on ``seed`` and the sizes.
+    fio's IOmeter job does not pin its jobs (no ``cpus_allowed``); the guest scheduler then
+    need not spread them evenly, so with ``random`` some vCPUs, and through blk-mq's map
+    their rings, carry several jobs and others none. The draw depends only on ``seed``, the
+    sizes and ``draw`` (the k-th placement of :attr:`DesParams.placements`).
     """
     if not random:
         return np.arange(jobs) % vcpus
-    rng = np.random.default_rng(np.random.SeedSequence([seed, jobs, vcpus, 0x706C6163]))
-    return rng.integers(0, vcpus, jobs)
+    key = [seed, jobs, vcpus, 0x706C6163] + ([draw] if draw else [])
+    return np.random.default_rng(np.random.SeedSequence(key)).integers(0, vcpus, jobs)
 
 
 #: Legacy block layer's requests per queue (``BLKDEV_MAX_RQ``, ``q->nr_requests``).
@@ -128,8 +128,48 @@ def _tag_depth(mode: str, ents: int) -> int:
 
 def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, params,
            bssplit, rwmixread, rep, max_events=0, inject=None, quiet=False):
+    """One row: the point run once, or, with random placements, once per placement and
+    averaged (:func:`_mean_of`)."""
     p = params
+    draws = int(p.placements) if p.job_placement else 1
+    runs = [_run(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, p,
+                 bssplit, rwmixread, k, max_events, inject, quiet) for k in range(draws)]
+    row = runs[0] if draws == 1 else _mean_of(runs)
+    row["iops_se"] = float(np.std([r["iops"] for r in runs], ddof=1) / np.sqrt(draws)) \
+        if draws > 1 else 0.0
+    row["point_key"] = des_key(mode, jobs, queues, vcpus, iodepth, duration, warmup,
+                               warmup_ios, seed, rep, p, bssplit, rwmixread)
+    row["rep"] = rep
+    return row
+
+
+#: Columns of a point's runs (placements) summed, or their largest, instead of averaged.
+_SUMMED = ("lost", "duplicated", "events", "wall_s")
+_LARGEST = ("max_ring_occupancy",)
+
+
+def _mean_of(runs: list[dict]) -> dict:
+    """One point's runs on several placements as one row: measured columns averaged (counts
+    of events, lost and duplicated requests and the wall time summed, the ring occupancy the
+    largest), the point's settings from the first run."""
+    row = dict(runs[0])
+    for col, v in runs[0].items():
+        vals = [r[col] for r in runs]
+        if col in _SUMMED:
+            row[col] = type(v)(sum(vals))
+        elif col in _LARGEST:
+            row[col] = max(vals)
+        elif isinstance(v, float):
+            row[col] = float(np.mean(vals))
+    return row
+
+
+def _run(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, p, bssplit,
+         rwmixread, draw, max_events, inject, quiet):
+    """Simulate one point with one placement of the jobs (``draw``)."""
     rings = queues if mode == "mq" else 1
+    # blkfront's lock: one per ring (ring_lock, Linux 4.6), or one io_lock for the device
+    nflocks = rings if p.fe_lock_per_ring else 1
     dom0 = int(p.dom0_vcpus)
     order = int(p.ring_page_order)
     conn, buf_pfn = connect(rings, order, bool(p.persistent), int(p.max_indirect), DEV_SECTORS,
@@ -148,7 +188,8 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
             nr_ents=ents, iodepth=iodepth, warm_min=int(round(warmup * 1e9)),
             duration=int(round(duration * 1e9)), maxio=maxio, max_sectors=fe.max_sectors,
             buf_pfn=buf_pfn, open=int(open_loop), ssd=int(p.device_ssd),
-            channels=int(p.ssd_channels), nflocks=rings, belock=rings, max_events=max_events,
+            channels=int(p.ssd_channels), nflocks=nflocks, belock=nflocks,
+            max_events=max_events,
             warm_ios=_warmup_ios(warmup_ios, p, jobs, iodepth),
             drain_max=int(DRAIN_MAX_S * 1e9),
             tag_depth=_tag_depth(mode, ents) if p.tag_wait else 0).items():
@@ -156,7 +197,7 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
     s["warm_max"] = s["warm_min"] + int(WARMUP_MAX_S * 1e9)
     if inject is not None:  # test hook: (what, k) drops or duplicates the k-th completion
         s["inject"], s["inject_at"] = _INJECT[inject[0]], int(inject[1])
-    job_vcpu = job_placement(jobs, vcpus, seed, bool(p.job_placement))
+    job_vcpu = job_placement(jobs, vcpus, seed, bool(p.job_placement), draw)
     job_ring = blk_mq_map_queues(vcpus, rings)[job_vcpu]
     ring_irq = (np.arange(rings) % vcpus) if (mode == "mq" and p.irq_spread) \
         else np.zeros(rings, np.int64)
@@ -203,7 +244,7 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
     parked = float(hctx["parked"].sum())
     row = {
         "engine": "des", "mode": mode, "jobs": jobs, "queues": rings, "vcpus": vcpus,
-        "iodepth": iodepth, "rep": rep, "seed": seed, "duration_s": dur,
+        "iodepth": iodepth, "rep": 0, "seed": seed, "duration_s": dur,
         "iops": done / dur, "read_iops": s["acc_reads"] / dur,
         "write_iops": s["acc_writes"] / dur, "mbps": s["acc_bytes"] / dur / 1e6,
         "lat_mean_us": lat_mean / 1e3, "lat_p50_us": q50, "lat_p99_us": q99,
@@ -235,8 +276,6 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
         "in_flight_end": in_flight, "dropped": int(s["acc_dropped"]),
         "warmup_s": float(s["t_warm"]) / 1e9,
         "events": int(s["acc_events"]), "wall_s": wall,
-        "point_key": des_key(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios,
-                             seed, rep, p, bssplit, rwmixread),
     }
     return row
 

@@ -50,7 +50,8 @@ def test_calibrate_json_shape(capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"params", "points", "median_rel_error", "max_rel_error"}
     assert len(out["points"]) == 12
-    assert set(out["points"][0]) == {"series", "jobs", "measured", "simulated", "rel_error"}
+    assert set(out["points"][0]) == {"series", "jobs", "measured", "simulated", "rel_error",
+                                     "rel_se"}
 
 
 def test_calibrate_tries_each_machine_and_keeps_the_best():
@@ -76,6 +77,23 @@ def test_calibrate_cli_tries_every_combination_of_settings(tmp_path):
     assert len(fixed) == 6 and {m["dom0_vcpus"] for m in fixed} == {8.0, 16.0}
     assert sum(m["pcpus"] == 0.0 for m in fixed) == 2
     assert all("pcpu_boost" not in m for m in fixed if m["pcpus"] == 0.0)
+
+
+def test_calibrate_cli_random_placements_and_interrupt_binding(tmp_path):
+    out = tmp_path / "cal.json"
+    rc = main(["calibrate", "--quiet", "--fit", "submit_ns", "--job-placement", "1",
+               "--placements", "2", "--final-placements", "3", "--irq-spread", "0,1",
+               "--polish-nfev", "1",
+               "--fit-requests", "200", "--max-nfev", "1", "--final-requests", "300",
+               "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert [m["fixed"]["irq_spread"] for m in res["machines"]] == [0.0, 1.0]
+    assert all(m["fixed"]["job_placement"] == 1.0 for m in res["machines"])
+    # searched on 2 placements a point, refitted and checked on 3: each mean has an error
+    assert res["params"]["placements"] == 2.0 and res["fit"]["final_placements"] == 3
+    assert res["fit"]["polish"]["nfev"] >= 1 and res["fit"]["polish"]["placements"] == 3
+    assert any(p["rel_se"] > 0 for p in res["points"])
 
 
 def test_calibrate_bad_arguments_one_line(capsys):

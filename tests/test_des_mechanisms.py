@@ -78,19 +78,21 @@ def test_one_frontend_lock_for_every_ring_is_the_io_lock_of_one_ring():
     assert per_dev["util_vcpu_spin"] > 10 * per_ring["util_vcpu_spin"]
 
 
-def test_a_point_with_random_placements_is_the_mean_over_its_placements():
-    from xbq.engines.des.simulate import _run, job_placement
+def test_a_point_with_random_placements_is_the_weighted_mean_over_its_placements():
+    from xbq.engines.des.placement import placement_plan, stratified_se
+    from xbq.engines.des.simulate import _run
 
-    p = BASE.replace(tag_wait=1.0, job_placement=1.0, placements=3.0)
+    p = BASE.replace(tag_wait=1.0, job_placement=1.0, placements=4.0)
     row = run("mq", 8, p, duration=0.005)
-    draws = [_run("mq", 8, 16, 16, 64, 0.005, 0.002, None, 1, p, IOMETER_BSSPLIT,
-                  IOMETER_RWMIXREAD, k, 0, None, True) for k in range(3)]
-    iops = [d["iops"] for d in draws]
-    assert len({tuple(job_placement(8, 16, 1, True, k)) for k in range(3)}) == 3
-    assert row["iops"] == pytest.approx(sum(iops) / 3, rel=1e-12)
-    assert row["iops_se"] == pytest.approx(float(np.std(iops, ddof=1)) / 3 ** 0.5, rel=1e-9)
+    plan = placement_plan(8, 16, 1, 4)
+    runs = [_run("mq", 8, 16, 16, 64, 0.005, 0.002, None, 1, p, IOMETER_BSSPLIT,
+                 IOMETER_RWMIXREAD, v, 0, None, True) for _, _, v in plan]
+    strata, weights, _ = zip(*plan, strict=True)
+    iops = [r["iops"] for r in runs]
+    assert row["iops"] == pytest.approx(float(np.dot(weights, iops)), rel=1e-12)
+    assert row["iops_se"] == pytest.approx(stratified_se(strata, weights, iops), rel=1e-12)
     assert row["lost"] == 0 and row["max_ring_occupancy"] == max(
-        d["max_ring_occupancy"] for d in draws)
+        r["max_ring_occupancy"] for r in runs)
     # pinned jobs have one placement: the setting changes nothing
     pinned = BASE.replace(tag_wait=1.0)
     cols = ["iops", "lat_mean_us", "util_vcpu_busy", "iops_se"]

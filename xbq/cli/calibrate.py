@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "during the fit (default 16)")
     p.add_argument("--final-placements", type=positive_int, default=64, metavar="N",
                    help="... and in the final check (default %(default)s)")
+    p.add_argument("--polish-nfev", type=nonnegative_int, default=0, metavar="N",
+                   help="with random placement, refit the kept setting for at most N "
+                        "evaluations on the final check's placements (default 0: none)")
     p.add_argument("--fit-requests", type=positive_int, default=20_000,
                    help="requests per point per evaluation during the fit (default 20000)")
     p.add_argument("--max-nfev", type=positive_int, default=120,
@@ -134,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
             result = calibrate(table, fit=names, machines=machines, seed=args.seed, base=base,
                                fit_requests=args.fit_requests, max_nfev=args.max_nfev,
                                final_requests=args.final_requests,
-                               final_placements=args.final_placements, progress=progress,
+                               final_placements=args.final_placements,
+                               polish_nfev=args.polish_nfev, progress=progress,
                                checkpoint=checkpoint,
                                mapper=None if client is None else sweep_mapper(client))
     finally:
@@ -157,6 +161,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {m['fixed']}: sum of squares {m['cost']:.4f}, median |rel error| "
                   f"{m['median_rel_error']:.1%}, max {m['max_rel_error']:.1%}")
     print(f"kept: {result['machine'] or 'the defaults'}")
+    pol = result["fit"].get("polish")
+    if pol:
+        print(f"refitted on {pol['placements']} placements ({pol['nfev']} evaluations): max "
+              f"|rel error| {pol['search_max_rel_error']:.1%} -> {pol['max_rel_error']:.1%}")
     print("fitted parameters (shared by both series):")
     for f in result["fitted"]:
         flag = "  AT BOUND" if f["at_bound"] else ""

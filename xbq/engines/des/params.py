@@ -82,8 +82,9 @@ class DesParams:
                            "iodepth; >0: open arrivals, test hook for M/M/1, M/M/c, M/D/1)")
     job_placement: float = _p(0.0, "", 0.0, 1.0,
                               "0: job j on vCPU j % vcpus (fio pinned, cpus_allowed); 1: each "
-                              "job on a uniformly random vCPU, seeded (unpinned jobs that the "
-                              "guest scheduler does not spread evenly)")
+                              "job on a uniformly random vCPU (unpinned jobs: the guest "
+                              "scheduler places them), the point averaged over `placements` "
+                              "draws")
     placements: float = _p(1.0, "", 1.0, 1024.0,
                            "with job_placement=1: random placements each point is simulated "
                            "with (draw k of the seed's, k = 0, 1, ...; the same I/O streams); "

@@ -56,6 +56,7 @@ from xbq.engines.des import loop as des_loop
 from xbq.engines.des import state as S
 from xbq.engines.des.loop import run
 from xbq.engines.des.params import DesParams
+from xbq.engines.des.placement import job_placement, placement_plan, stratified_se
 from xbq.engines.schema import point_key, to_frame
 from xbq.errors import XbqError
 from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, max_block_sectors, new_workload
@@ -101,20 +102,6 @@ def connect(nr_rings: int, order: int, persistent: bool, max_indirect: int, sect
     return conn, conn.front.alloc_pages(BUF_PAGES)
 
 
-def job_placement(jobs: int, vcpus: int, seed: int, random: bool, draw: int = 0) -> np.ndarray:
-    """The vCPU each fio job runs on: round-robin, or uniformly at random (seeded).
-
-    fio's IOmeter job does not pin its jobs (no ``cpus_allowed``); the guest scheduler then
-    need not spread them evenly, so with ``random`` some vCPUs, and through blk-mq's map
-    their rings, carry several jobs and others none. The draw depends only on ``seed``, the
-    sizes and ``draw`` (the k-th placement of :attr:`DesParams.placements`).
-    """
-    if not random:
-        return np.arange(jobs) % vcpus
-    key = [seed, jobs, vcpus, 0x706C6163] + ([draw] if draw else [])
-    return np.random.default_rng(np.random.SeedSequence(key)).integers(0, vcpus, jobs)
-
-
 #: Legacy block layer's requests per queue (``BLKDEV_MAX_RQ``, ``q->nr_requests``).
 LEGACY_NR_REQUESTS = 128
 
@@ -131,12 +118,15 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
     """One row: the point run once, or, with random placements, once per placement and
     averaged (:func:`_mean_of`)."""
     p = params
-    draws = int(p.placements) if p.job_placement else 1
+    if p.job_placement:
+        plan = placement_plan(jobs, vcpus, seed, int(p.placements))
+    else:
+        plan = [(0, 1.0, job_placement(jobs, vcpus, seed, False))]
     runs = [_run(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, p,
-                 bssplit, rwmixread, k, max_events, inject, quiet) for k in range(draws)]
-    row = runs[0] if draws == 1 else _mean_of(runs)
-    row["iops_se"] = float(np.std([r["iops"] for r in runs], ddof=1) / np.sqrt(draws)) \
-        if draws > 1 else 0.0
+                 bssplit, rwmixread, v, max_events, inject, quiet) for _, _, v in plan]
+    strata, weights, _ = zip(*plan, strict=True)
+    row = runs[0] if len(runs) == 1 else _mean_of(runs, weights)
+    row["iops_se"] = stratified_se(strata, weights, [r["iops"] for r in runs])
     row["point_key"] = des_key(mode, jobs, queues, vcpus, iodepth, duration, warmup,
                                warmup_ios, seed, rep, p, bssplit, rwmixread)
     row["rep"] = rep
@@ -148,10 +138,11 @@ _SUMMED = ("lost", "duplicated", "events", "wall_s")
 _LARGEST = ("max_ring_occupancy",)
 
 
-def _mean_of(runs: list[dict]) -> dict:
-    """One point's runs on several placements as one row: measured columns averaged (counts
-    of events, lost and duplicated requests and the wall time summed, the ring occupancy the
-    largest), the point's settings from the first run."""
+def _mean_of(runs: list[dict], weights) -> dict:
+    """One point's runs on several placements as one row: measured columns their weighted
+    mean (counts of events, lost and duplicated requests and the wall time summed, the ring
+    occupancy the largest; latency percentiles are the mean of each run's), the point's
+    settings from the first run."""
     row = dict(runs[0])
     for col, v in runs[0].items():
         vals = [r[col] for r in runs]
@@ -160,13 +151,13 @@ def _mean_of(runs: list[dict]) -> dict:
         elif col in _LARGEST:
             row[col] = max(vals)
         elif isinstance(v, float):
-            row[col] = float(np.mean(vals))
+            row[col] = float(np.dot(weights, vals))
     return row
 
 
 def _run(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, p, bssplit,
-         rwmixread, draw, max_events, inject, quiet):
-    """Simulate one point with one placement of the jobs (``draw``)."""
+         rwmixread, job_vcpu, max_events, inject, quiet):
+    """Simulate one point with the jobs on the vCPUs ``job_vcpu``."""
     rings = queues if mode == "mq" else 1
     # blkfront's lock: one per ring (ring_lock, Linux 4.6), or one io_lock for the device
     nflocks = rings if p.fe_lock_per_ring else 1
@@ -197,7 +188,6 @@ def _run(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed,
     s["warm_max"] = s["warm_min"] + int(WARMUP_MAX_S * 1e9)
     if inject is not None:  # test hook: (what, k) drops or duplicates the k-th completion
         s["inject"], s["inject_at"] = _INJECT[inject[0]], int(inject[1])
-    job_vcpu = job_placement(jobs, vcpus, seed, bool(p.job_placement), draw)
     job_ring = blk_mq_map_queues(vcpus, rings)[job_vcpu]
     ring_irq = (np.arange(rings) % vcpus) if (mode == "mq" and p.irq_spread) \
         else np.zeros(rings, np.int64)

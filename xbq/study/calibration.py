@@ -14,6 +14,8 @@ predicts points it was not fitted to.
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
 import numpy as np
 
 from xbq.engines.des.calibrate import START, fit_machine
@@ -117,6 +119,16 @@ def report(checks: dict) -> str:
     return "\n".join(L)
 
 
+def _pool_mapper(pool):
+    """A ``mapper(fn, tasks)`` on a :class:`concurrent.futures.Executor`: yields
+    ``(index, fn(task))`` as the tasks finish."""
+    def run_all(fn, items):
+        futs = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        for fut in as_completed(futs):
+            yield futs[fut], fut.result()
+    return run_all
+
+
 def main(argv=None) -> int:
     import argparse
     import json
@@ -132,31 +144,25 @@ def main(argv=None) -> int:
     ap.add_argument("file", help="a calibration JSON (xbq calibrate --out), updated in place")
     ap.add_argument("--seeds", default="2,3,4,5")
     ap.add_argument("--workers", type=int, default=0,
-                    help="refit the seeds in parallel on a local Dask cluster of N processes")
+                    help="refit the seeds in parallel on N local processes")
     args = ap.parse_args(argv)
-    client = None
+    pool = None
     try:
         result = json.loads(Path(args.file).read_text())
         table = load_seed()
         seeds = [int(s) for s in args.seeds.split(",")]
         mapper = None
         if args.workers > 0:
-            from xbq.sweep import local_client
-            from xbq.sweep import mapper as sweep_mapper
-
-            client = local_client(args.workers)
-            mapper = sweep_mapper(client)
+            pool = ProcessPoolExecutor(args.workers)
+            mapper = _pool_mapper(pool)
         result["intervals"] = seed_intervals(table, result, seeds=seeds, mapper=mapper)
         result["forward"] = forward_test(table, result)
     except (XbqError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if client is not None:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     write_result(result, args.file)
     print(report(result))
     return 0

@@ -79,7 +79,7 @@ def test_one_frontend_lock_for_every_ring_is_the_io_lock_of_one_ring():
 
 
 def test_a_point_with_random_placements_is_the_weighted_mean_over_its_placements():
-    from xbq.engines.des.placement import placement_plan, stratified_se
+    from xbq.engines.des.placement import left_out, placement_plan, stratified_se
     from xbq.engines.des.simulate import _run
 
     p = BASE.replace(tag_wait=1.0, job_placement=1.0, placements=4.0)
@@ -91,6 +91,7 @@ def test_a_point_with_random_placements_is_the_weighted_mean_over_its_placements
     iops = [r["iops"] for r in runs]
     assert row["iops"] == pytest.approx(float(np.dot(weights, iops)), rel=1e-12)
     assert row["iops_se"] == pytest.approx(stratified_se(strata, weights, iops), rel=1e-12)
+    assert row["placement_left_out"] == left_out(8, 16, 4) > 0.0
     assert row["lost"] == 0 and row["max_ring_occupancy"] == max(
         r["max_ring_occupancy"] for r in runs)
     # pinned jobs have one placement: the setting changes nothing
@@ -99,6 +100,7 @@ def test_a_point_with_random_placements_is_the_weighted_mean_over_its_placements
     a = run("mq", 8, pinned, duration=0.005)
     b = run("mq", 8, pinned.replace(placements=5.0), duration=0.005)
     assert (a[cols] == b[cols]).all() and a["iops_se"] == 0.0
+    assert a["placement_left_out"] == b["placement_left_out"] == 0.0
 
 
 def test_unpinned_jobs_leave_vcpus_empty_so_fewer_contend_for_io_lock():

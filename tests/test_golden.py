@@ -20,7 +20,7 @@ sys.path.insert(0, str(GOLDEN))
 import record  # noqa: E402
 
 #: Frame columns added since the golden outputs were recorded (zero in every golden run).
-NEW_COLUMNS = ("tag_wait_per_req", "iops_se")
+NEW_COLUMNS = ("tag_wait_per_req", "iops_se", "placement_left_out")
 
 
 def test_des_frames_bit_for_bit():

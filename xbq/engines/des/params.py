@@ -87,10 +87,10 @@ class DesParams:
                               "draws")
     placements: float = _p(1.0, "", 1.0, 1024.0,
                            "with job_placement=1: random placements each point is simulated "
-                           "with (draw k of the seed's, k = 0, 1, ...; the same I/O streams); "
-                           "the point's figures are their mean, iops_se the standard error of "
-                           "its IOPS: the expectation over where the guest scheduler puts "
-                           "unpinned jobs")
+                           "with, stratified by the vCPUs in use (the same I/O streams in "
+                           "each); the point's figures are their weighted mean, iops_se the "
+                           "standard error of its IOPS: the expectation over where the guest "
+                           "scheduler puts unpinned jobs")
     # --- physical CPUs (Xen's scheduler) ----------------------------------------------------
     pcpus: float = _p(0.0, "", 0.0, 256.0,
                       "physical CPUs shared by the guest's and dom0's vCPUs (0: every vCPU "

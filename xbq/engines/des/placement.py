@@ -58,6 +58,16 @@ def occupancy(jobs: int, vcpus: int) -> tuple[float, ...]:
     return tuple(out)
 
 
+def _allocation(jobs: int, vcpus: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(P(D = d), draws of stratum d)``: ``n`` draws shared by largest remainders."""
+    p = np.asarray(occupancy(jobs, vcpus))
+    share = p * n
+    alloc = np.floor(share).astype(int)
+    for d in np.argsort(-(share - alloc), kind="stable")[: n - alloc.sum()]:
+        alloc[d] += 1  # largest remainders
+    return p, alloc
+
+
 def placement_plan(jobs: int, vcpus: int, seed: int,
                    n: int) -> list[tuple[int, float, np.ndarray]]:
     """``n`` placements stratified by the number of vCPUs in use: ``(stratum, weight,
@@ -66,11 +76,7 @@ def placement_plan(jobs: int, vcpus: int, seed: int,
     if n == 1:
         v = job_placement(jobs, vcpus, seed, True)
         return [(int(np.unique(v).size), 1.0, v)]
-    p = np.asarray(occupancy(jobs, vcpus))
-    share = p * n
-    alloc = np.floor(share).astype(int)
-    for d in np.argsort(-(share - alloc), kind="stable")[: n - alloc.sum()]:
-        alloc[d] += 1  # largest remainders
+    p, alloc = _allocation(jobs, vcpus, n)
     kept = p[alloc > 0].sum()
     rng = np.random.default_rng(np.random.SeedSequence([seed, jobs, vcpus, _MAGIC, n]))
     plan = []
@@ -79,6 +85,17 @@ def placement_plan(jobs: int, vcpus: int, seed: int,
             plan.append((int(d), float(p[d] / kept / alloc[d]),
                          _draw_with(rng, jobs, vcpus, int(d))))
     return plan
+
+
+def left_out(jobs: int, vcpus: int, n: int) -> float:
+    """Probability of the strata :func:`placement_plan` gives no draw (0 for ``n = 1``, a
+    plain draw). The plan estimates the expectation over the other strata, so the estimate
+    of the full expectation is off by at most this mass times how far the left-out strata's
+    mean lies from it; :func:`stratified_se` does not include that bias."""
+    if n == 1:
+        return 0.0
+    p, alloc = _allocation(jobs, vcpus, n)
+    return float(p[alloc == 0].sum())
 
 
 def stratified_se(strata, weights, values) -> float:

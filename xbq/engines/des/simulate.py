@@ -18,7 +18,11 @@ time went, all measured over the window after the warm-up:
 * ``little_L`` (time-average I/Os in the system) and ``little_XW`` (throughput x mean
   latency), which Little's law says must agree; ``max_ring_occupancy`` (most requests ever
   outstanding on one ring) next to ``ring_size``; ``warmup_s`` (when the window began),
-  ``events``, ``wall_s``.
+  ``events``, ``wall_s``;
+* with jobs placed at random (``job_placement=1``) every measured column is the mean over the
+  point's placements (:mod:`xbq.engines.des.placement`), ``iops_se`` the standard error of
+  its IOPS (0 for pinned jobs) and ``placement_left_out`` the probability of the placements
+  the stratified plan gave no draw (a bias ``iops_se`` does not include).
 
 After the window the twin drains, as the native engine does: no job starts another I/O, the
 ones in flight complete, and every driver request is accounted for by its tag (issued vs
@@ -56,7 +60,7 @@ from xbq.engines.des import loop as des_loop
 from xbq.engines.des import state as S
 from xbq.engines.des.loop import run
 from xbq.engines.des.params import DesParams
-from xbq.engines.des.placement import job_placement, placement_plan, stratified_se
+from xbq.engines.des.placement import job_placement, left_out, placement_plan, stratified_se
 from xbq.engines.schema import point_key, to_frame
 from xbq.errors import XbqError
 from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, max_block_sectors, new_workload
@@ -127,6 +131,8 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
     strata, weights, _ = zip(*plan, strict=True)
     row = runs[0] if len(runs) == 1 else _mean_of(runs, weights)
     row["iops_se"] = stratified_se(strata, weights, [r["iops"] for r in runs])
+    row["placement_left_out"] = left_out(jobs, vcpus, int(p.placements)) \
+        if p.job_placement else 0.0
     row["point_key"] = des_key(mode, jobs, queues, vcpus, iodepth, duration, warmup,
                                warmup_ios, seed, rep, p, bssplit, rwmixread)
     row["rep"] = rep

@@ -81,8 +81,19 @@ def predict_rings(params: DesParams, *, rings=RINGS, jobs: int = JOBS, variants=
     return pd.concat(frames, ignore_index=True)[cols]
 
 
+def _shown(path) -> str:
+    """``path`` relative to the project when it lies inside it (the README is committed)."""
+    from xbq.study.paths import data_dir
+
+    try:
+        return str(Path(path).resolve().relative_to(data_dir().resolve().parent))
+    except ValueError:
+        return str(path)
+
+
 def main(argv=None) -> int:
     """Write ``rings-16jobs.csv`` and ``README.md`` (command, commit, parameters) to --out."""
+    from xbq.engines.des.calibrate import as_verified
     from xbq.engines.des.params import load_params
     from xbq.errors import XbqError
     from xbq.study.paths import data_dir, provenance
@@ -94,7 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=0.2)
     args = ap.parse_args(argv)
     try:
-        params = load_params(args.params)
+        params = as_verified(load_params(args.params))  # placements as its final check
         prov = provenance("python -m xbq.study.predictions "
                           + " ".join(argv or sys.argv[1:]))
         df = predict_rings(params, duration=args.duration,
@@ -111,8 +122,10 @@ def main(argv=None) -> int:
     lines = ["# Predictions of the calibrated twin (nothing refitted)", "",
              __doc__.split("\n\n")[1].replace("\n", " "), "",
              f"- command: `{prov['command']}`", f"- commit: `{prov['commit']}`",
-             f"- date: {prov['date']}", f"- parameters: `{args.params}`",
-             f"- {JOBS} fio jobs, 16-vCPU guest, {args.duration:g} virtual s a point, seed 1",
+             f"- date: {prov['date']}", f"- parameters: `{_shown(args.params)}`",
+             f"- {JOBS} fio jobs, 16-vCPU guest, {args.duration:g} virtual s a point, seed 1, "
+             + (f"jobs unpinned: {int(params.placements)} stratified placements a point"
+                if params.job_placement else "jobs pinned round-robin"),
              "", "IOPS (thousands) by rings:", "",
              "| rings | " + " | ".join(wide.columns) + " |",
              "|---|" + "---|" * len(wide.columns)]

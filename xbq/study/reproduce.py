@@ -136,15 +136,15 @@ def calibrated_params():
 
 def step_twin(ctx: Context) -> str:
     _agg()
-    from xbq.engines.des.calibrate import FINAL_PLACEMENTS
+    from xbq.engines.des.calibrate import as_verified
     from xbq.engines.des.table import simulate_table
     from xbq.study.datasets import load_seed
     from xbq.study.plots import plot_iops
 
     seed = load_seed()
     params = calibrated_params()
-    if params is not None and params.job_placement:  # as the calibration verified its points
-        params = params.replace(placements=FINAL_PLACEMENTS)
+    if params is not None:  # as the calibration verified its points
+        params = as_verified(params)
     twin = simulate_table(seed, params, requests=2_000 if ctx.quick else 20_000, seed=1,
                           quiet=not ctx.progress)
     twin.to_csv(ctx.out / "twin.csv", index=False)

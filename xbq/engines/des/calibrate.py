@@ -51,6 +51,12 @@ START = {"submit_ns": 12000.0, "be_shared_lock_ns": 1000.0, "tag_wait": 1.0,
 FINAL_PLACEMENTS = 64
 
 
+def as_verified(params: DesParams) -> DesParams:
+    """``params`` as a calibration's final check runs them: with jobs placed at random, on
+    :data:`FINAL_PLACEMENTS` placements a point (pinned jobs: unchanged)."""
+    return params.replace(placements=FINAL_PLACEMENTS) if params.job_placement else params
+
+
 def _bounds(name: str) -> tuple[float, float]:
     f = {f.name: f for f in dataclasses.fields(DesParams)}[name]
     lo, hi = f.metadata["bounds"]

@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
               f"[{f['min']:g}, {f['max']:g}]{flag}")
     print(f"{'series':<12} {'jobs':>4} {'measured':>10} {'simulated':>10} {'rel_error':>9}")
     for p in result["points"]:
-        se = f" (SE {p['rel_se']:.1%})" if p.get("rel_se") else ""
+        se = f" (SE {p['rel_se']:.2%})" if p.get("rel_se") else ""
         print(f"{p['series']:<12} {p['jobs']:>4} {p['measured']:>10.0f} {p['simulated']:>10.0f} "
               f"{p['rel_error']:>+9.1%}{se}")
     print(f"median |rel error| {result['median_rel_error']:.1%}, "

@@ -48,3 +48,31 @@ def test_committed_predictions_name_their_command_and_commit():
     assert set(df["variant"]) == set(VARIANTS)
     assert sorted(df["queues"].unique()) == [1, 2, 4, 8, 16]
     assert (df["jobs"] == 16).all()
+
+
+def test_calibration_checks_refit_other_seeds_and_predict_the_held_out_points():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xbq.study.calibration import _pool_mapper, forward_test, seed_intervals
+    from xbq.study.datasets import load_seed
+
+    d = json.loads(CALIBRATED.read_text())
+    # the committed setting, cut down: short runs, 2 placements, one step of the optimiser
+    d["fit"].update(fit_requests=300, final_placements=2)
+    d["params"]["placements"] = 2.0
+    d["machine"] = {**d["machine"], "placements": 2.0}
+    table = load_seed()
+    with ThreadPoolExecutor(2) as pool:
+        iv = seed_intervals(table, d, seeds=(2, 3), max_nfev=1, mapper=_pool_mapper(pool))
+    serial = seed_intervals(table, d, seeds=(2, 3), max_nfev=1)
+    assert iv == serial  # the refits land in their seeds' places whatever order they finish
+    for f in d["fitted"]:
+        c = iv["params"][f["name"]]
+        assert len(c["refits"]) == 2 and c["min"] <= f["value"] <= c["max"]
+    fw = forward_test(table, d, max_nfev=1, final_requests=300, xenblk=False)
+    assert [(p["series"], p["jobs"]) for p in fw["points"]] == [
+        ("multi_ring", 32), ("multi_ring", 64), ("single_ring", 32), ("single_ring", 64)]
+    for p in fw["points"]:
+        assert p["predicted"] > 0
+        assert p["rel_error"] == p["predicted"] / p["measured"] - 1.0
+    assert fw["max_rel_error"] == max(abs(p["rel_error"]) for p in fw["points"])

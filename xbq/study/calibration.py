@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 
-from xbq.engines.des.calibrate import START, fit_machine
+from xbq.engines.des.calibrate import START, as_verified, fit_machine
 from xbq.engines.des.params import DesParams
 from xbq.engines.des.table import simulate_table
 
@@ -63,15 +63,14 @@ def forward_test(table, result: dict, *, max_nfev: int = 60, final_requests: int
     """
     names = [f["name"] for f in result["fitted"]]
     fixed = result.get("machine") or {}
-    base = DesParams().replace(**START, **fixed)
+    base = DesParams().replace(**{**START, **fixed})
     train = table[table["jobs"] <= TRAIN_MAX_JOBS].reset_index(drop=True)
     test = table[table["jobs"] > TRAIN_MAX_JOBS].reset_index(drop=True)
     durations = [result["fit"]["fit_requests"] / m for m in train["iops"].to_numpy(float)]
     seed = result["fit"]["seed"]
     fitted = DesParams(**fit_machine((train, names, base, durations, seed, max_nfev))["params"])
-    if fitted.job_placement:  # predicted with as many placements as the final verification
-        fitted = fitted.replace(placements=result["fit"].get("final_placements",
-                                                             fitted.placements))
+    # predicted with as many placements as the final verification
+    fitted = as_verified(fitted, result["fit"].get("final_placements", fitted.placements))
     measured = test["iops"].to_numpy(float)
     pred = simulate_table(test, fitted, duration=[final_requests / m for m in measured],
                           seed=seed)["iops"].to_numpy(float)

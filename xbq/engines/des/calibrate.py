@@ -51,10 +51,10 @@ START = {"submit_ns": 12000.0, "be_shared_lock_ns": 1000.0, "tag_wait": 1.0,
 FINAL_PLACEMENTS = 64
 
 
-def as_verified(params: DesParams) -> DesParams:
+def as_verified(params: DesParams, placements: int = FINAL_PLACEMENTS) -> DesParams:
     """``params`` as a calibration's final check runs them: with jobs placed at random, on
-    :data:`FINAL_PLACEMENTS` placements a point (pinned jobs: unchanged)."""
-    return params.replace(placements=FINAL_PLACEMENTS) if params.job_placement else params
+    ``placements`` placements a point (pinned jobs: unchanged)."""
+    return params.replace(placements=placements) if params.job_placement else params
 
 
 def _bounds(name: str) -> tuple[float, float]:
@@ -233,7 +233,7 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
     fit_s = time.perf_counter() - t0
     # final verification: long runs, same seed, more placements
     durations = [final_requests / m for m in measured]
-    check = fitted.replace(placements=final_placements) if fitted.job_placement else fitted
+    check = as_verified(fitted, final_placements)
     sim, se = _simulate_points(table, check, durations, seed, se=True)
     rel = sim / measured - 1.0
     points = [{"series": s, "jobs": int(j), "measured": float(m), "simulated": float(v),

@@ -94,6 +94,8 @@ def test_a_point_with_random_placements_is_the_weighted_mean_over_its_placements
     assert row["placement_left_out"] == left_out(8, 16, 4) > 0.0
     assert row["lost"] == 0 and row["max_ring_occupancy"] == max(
         r["max_ring_occupancy"] for r in runs)
+    for col in ("submitted", "completed", "events", "ring_full"):  # counts over every run
+        assert row[col] == sum(r[col] for r in runs)
     # pinned jobs have one placement: the setting changes nothing
     pinned = BASE.replace(tag_wait=1.0)
     cols = ["iops", "lat_mean_us", "util_vcpu_busy", "iops_se"]

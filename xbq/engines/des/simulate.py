@@ -139,15 +139,17 @@ def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, see
     return row
 
 
-#: Columns of a point's runs (placements) summed, or their largest, instead of averaged.
-_SUMMED = ("lost", "duplicated", "events", "wall_s")
+#: Columns of a point's runs (placements) summed, or their largest, instead of averaged:
+#: counts of the runs' requests and events, and their wall time.
+_SUMMED = ("submitted", "completed", "lost", "duplicated", "ring_full", "in_flight_end",
+           "dropped", "events", "wall_s")
 _LARGEST = ("max_ring_occupancy",)
 
 
 def _mean_of(runs: list[dict], weights) -> dict:
-    """One point's runs on several placements as one row: measured columns their weighted
-    mean (counts of events, lost and duplicated requests and the wall time summed, the ring
-    occupancy the largest; latency percentiles are the mean of each run's), the point's
+    """One point's runs on several placements as one row: measured rates and fractions their
+    weighted mean (latency percentiles the mean of each run's), counts of requests and events
+    and the wall time summed over the runs, the ring occupancy the largest, the point's
     settings from the first run."""
     row = dict(runs[0])
     for col, v in runs[0].items():

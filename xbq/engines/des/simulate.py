@@ -19,8 +19,9 @@ time went, all measured over the window after the warm-up:
   latency), which Little's law says must agree; ``max_ring_occupancy`` (most requests ever
   outstanding on one ring) next to ``ring_size``; ``warmup_s`` (when the window began),
   ``events``, ``wall_s``;
-* with jobs placed at random (``job_placement=1``) every measured column is the mean over the
-  point's placements (:mod:`xbq.engines.des.placement`), ``iops_se`` the standard error of
+* with jobs placed at random (``job_placement=1``) every measured rate and fraction is the
+  weighted mean over the point's placements (:mod:`xbq.engines.des.placement`; counts of
+  requests and events, and ``wall_s``, are summed over them), ``iops_se`` the standard error of
   its IOPS (0 for pinned jobs) and ``placement_left_out`` the probability of the placements
   the stratified plan gave no draw (a bias ``iops_se`` does not include).
 

@@ -1,16 +1,19 @@
 """Event channels: binding, pending and mask bits, counts of notifications and upcalls."""
 
+import errno
 import threading
 
 import pytest
 
 from xbq.xen.evtchn import (
+    EvtchnError,
     EVTCHNSTAT_closed,
     EVTCHNSTAT_unbound,
     evtchn_alloc_unbound,
     evtchn_bind_interdomain,
     evtchn_close,
     evtchn_is_pending,
+    evtchn_port,
     evtchn_test_and_clear_pending,
     mask_evtchn,
     new_evtchn_table,
@@ -22,8 +25,8 @@ from xbq.xen.evtchn import (
 @pytest.fixture
 def pair():
     ev = new_evtchn_table(16)
-    fport = evtchn_alloc_unbound(ev, 1, 0)
-    bport = evtchn_bind_interdomain(ev, 0, 1, fport)
+    fport = evtchn_alloc_unbound(ev, 1, 0)  # slots
+    bport = evtchn_bind_interdomain(ev, 0, 1, evtchn_port(ev, fport))
     return ev, fport, bport
 
 
@@ -50,12 +53,25 @@ def test_mask_defers_upcall_until_unmask(pair):
 
 def test_bad_binds_are_refused(pair):
     ev, fport, _ = pair
-    with pytest.raises(ValueError):
-        evtchn_bind_interdomain(ev, 0, 1, 15)  # not an unbound port
-    with pytest.raises(ValueError):
-        evtchn_bind_interdomain(ev, 0, 1, fport)  # already bound
-    with pytest.raises(ValueError):
-        evtchn_bind_interdomain(ev, 2, 1, evtchn_alloc_unbound(ev, 1, 0))  # wrong domain
+    for remote_port in (15, 0, -1, 16, 99):  # not an unbound port, reserved, not a port
+        with pytest.raises(EvtchnError) as err:
+            evtchn_bind_interdomain(ev, 0, 1, remote_port)
+        assert err.value.errno == errno.EINVAL
+    with pytest.raises(EvtchnError):
+        evtchn_bind_interdomain(ev, 0, 1, evtchn_port(ev, fport))  # already bound
+    with pytest.raises(EvtchnError):  # offered to dom0, bound by domain 2
+        evtchn_bind_interdomain(ev, 2, 1, evtchn_port(ev, evtchn_alloc_unbound(ev, 1, 0)))
+
+
+def test_each_domain_has_its_own_ports_from_one():
+    ev = new_evtchn_table(4, domains=(0, 1))
+    a = [evtchn_port(ev, evtchn_alloc_unbound(ev, 1, 0)) for _ in range(3)]
+    b = evtchn_port(ev, evtchn_alloc_unbound(ev, 0, 1))
+    assert a == [1, 2, 3] and b == 1  # the same numbers in two spaces; port 0 never given
+    with pytest.raises(EvtchnError) as err:
+        evtchn_alloc_unbound(ev, 1, 0)  # the guest's space is full ...
+    assert err.value.errno == errno.ENOSPC
+    assert evtchn_port(ev, evtchn_alloc_unbound(ev, 0, 1)) == 2  # ... dom0's is not
 
 
 def test_close_frees_both_ends(pair):

@@ -1,5 +1,7 @@
 """The xenbus handshake: the negotiation matrix, refusals, ring set-up, and data end to end."""
 
+import errno
+
 import numpy as np
 import pytest
 
@@ -42,8 +44,8 @@ def assert_nothing_mapped(conn: Connection):
     mt = conn.maptrack
     assert int(conn.mt_head[0]["mt_nfree"]) == mt.size and (mt["readonly"] == -1).all()
     assert not conn.front.active["pin"].any()
-    backend_ports = np.flatnonzero(conn.evtchn["owner"] == conn.back.domid)
-    assert backend_ports.size == 0
+    open_backend = (conn.evtchn["owner"] == conn.back.domid) & (conn.evtchn["state"] != 0)
+    assert not open_backend.any()
     assert not (conn.evtchn["state"] == EVTCHNSTAT_interdomain).any()
 
 
@@ -248,12 +250,52 @@ def test_event_channels_are_bound_pairwise():
     ev = conn.evtchn
     ports = set()
     for ring in conn.rings:
-        f, b = ring.front_port, ring.back_port
+        f, b = ring.front_slot, ring.back_slot
         assert ev[f]["state"] == ev[b]["state"] == EVTCHNSTAT_interdomain
         assert ev[f]["remote"] == b and ev[b]["remote"] == f
         assert ev[f]["owner"] == conn.front.domid and ev[b]["owner"] == conn.back.domid
+        # each domain numbers its own ports, from 1 (Xen reserves port 0)
+        assert (ev[f]["port"], ev[b]["port"]) == (ring.front_port, ring.back_port)
         ports |= {f, b}
     assert len(ports) == 2 * conn.nr_rings
+    assert sorted(r.front_port for r in conn.rings) == list(range(1, conn.nr_rings + 1))
+    assert sorted(r.back_port for r in conn.rings) == list(range(1, conn.nr_rings + 1))
+
+
+def test_a_guest_that_takes_every_port_exhausts_only_its_own():
+    """A guest that allocates all of its event-channel ports leaves dom0's alone: its own
+    rings cannot get one, and blkfront fails its set-up in the store (error node, no
+    exception out of the handshake)."""
+    from xbq.xen.evtchn import EvtchnError, evtchn_alloc_unbound, new_evtchn_table
+
+    ev = new_evtchn_table(8, domains=(0, 1))
+    while True:
+        try:
+            evtchn_alloc_unbound(ev, 1, 0)
+        except EvtchnError as exc:
+            assert exc.errno == errno.ENOSPC
+            break
+    assert evtchn_alloc_unbound(ev, 0, 1) >= 0  # dom0 still has ports
+    conn = negotiate(max_queues=2, evtchn=new_evtchn_table(8, domains=(0, 1)))
+    assert conn.connected  # the table is big enough for two rings each
+    full = new_evtchn_table(8, domains=(0, 1))
+    for _ in range(7):
+        evtchn_alloc_unbound(full, 1, 0)
+    conn = negotiate(max_queues=2, evtchn=full)
+    assert not conn.connected and "event channel" in (conn.error or "")
+
+
+def test_backend_without_a_free_port_refuses_the_ring():
+    """dom0 out of ports: blkback's bind fails with ENOSPC, and it refuses the frontend as for
+    any other failure to connect (error node, Closing), nothing left mapped or bound."""
+    from xbq.xen.evtchn import evtchn_alloc_unbound, new_evtchn_table
+
+    full = new_evtchn_table(8, domains=(0, 1))
+    for _ in range(7):
+        evtchn_alloc_unbound(full, 0, 5)  # dom0's ports, offered to someone else
+    conn = negotiate(max_queues=2, evtchn=full)
+    assert not conn.connected and conn.back_state in (XenbusState.Closing, XenbusState.Closed)
+    assert str(errno.ENOSPC) in error_node(conn) and "mapping ring-ref" in error_node(conn)
 
 
 # --- missing keys -----------------------------------------------------------------------------
@@ -316,7 +358,7 @@ def test_reconnect_with_a_bad_grant_in_the_second_queue_unmaps_the_first():
     conn = negotiate(max_queues=2)
     _close_and_reconnect(conn, {"queue-1/ring-ref": "7"})  # 7: never granted
     node = error_node(conn)
-    assert node == "2 mapping ring-ref port 1"  # after "mapping in shared page 7 ..."
+    assert node == "2 mapping ring-ref port 2"  # after "mapping in shared page 7 ..."
     assert conn.store.read(f"{conn.backend_path}/state") == "5"
     assert conn.front.stats()["map_errors"] == 1
     assert_nothing_mapped(conn)

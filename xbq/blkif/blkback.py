@@ -144,7 +144,7 @@ XEN_BLKIF_DTYPE = np.dtype([
 #: ``struct xen_blkif_ring``: one per ring.
 XEN_BLKIF_RING_DTYPE = np.dtype([
     ("rsp_prod_pvt", "<u4"), ("req_cons", "<u4"), ("nr_ents", "<u4"),  # the back ring
-    ("evtchn", "<i4"),  # the ring's event channel (backend's port)
+    ("evtchn", "<i4"),  # the ring's event channel: the backend's port, as its slot
     ("sring", "<i8"),  # byte offset of the mapped ring in the frontend's memory
     ("sring_bytes", "<i8"),
     ("pending_free", "<i4"), ("pending_nfree", "<i4"),  # the pending_req free list
@@ -670,7 +670,7 @@ def new_blkback(conn, vbd, *, defer: bool = False,
             raise XbqError(f"ring {r}: req_prod - rsp_prod exceeds the ring size (-EIO)")
         rings["rsp_prod_pvt"][r] = rings["req_cons"][r] = hdr[RSP_PROD]  # BACK_RING_ATTACH
     rings["nr_ents"] = nr_ents
-    rings["evtchn"] = [ring.back_port for ring in conn.rings]
+    rings["evtchn"] = [ring.back_slot for ring in conn.rings]
     rings["sring"] = [ring.first_frame << XEN_PAGE_SHIFT for ring in conn.rings]
     rings["sring_bytes"] = [ring.sring.size for ring in conn.rings]
     rings["pending_free"] = 0

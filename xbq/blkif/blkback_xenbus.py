@@ -23,7 +23,7 @@ from xbq.xen.abi import (
     XEN_PAGE_SIZE,
     XenbusState,
 )
-from xbq.xen.evtchn import evtchn_bind_interdomain, evtchn_close
+from xbq.xen.evtchn import EvtchnError, evtchn_bind_interdomain, evtchn_close
 from xbq.xen.grant import GNTST_NAMES, xen_domain
 from xbq.xen.xenbus import (
     scan_int,
@@ -47,7 +47,7 @@ class xen_blkif_ring:
     ring_refs: list
     evtchn: int  # the frontend's port, as read from the store
     back_handles: list = field(default_factory=list)
-    back_port: int = -1  # the bound local port ("irq"); -1 until bound
+    back_port: int = -1  # the bound local port ("irq"), as its slot; -1 until bound
 
 
 @dataclass(eq=False)
@@ -277,11 +277,11 @@ def xen_blkif_map(be: backend_info, ring: xen_blkif_ring) -> int:
     try:
         ring.back_port = evtchn_bind_interdomain(be.evtchn, be.back.domid, dev.otherend_id,
                                                  ring.evtchn)
-    except ValueError:
+    except EvtchnError as exc:  # not offered to us (EINVAL), or dom0 has no free port (ENOSPC)
         for h in handles:
             be.front.unmap_grant_ref(be.maptrack, be.mt_head[0], h)
         ring.back_handles = []
-        return -errno.EINVAL
+        return -exc.errno
     return 0
 
 

@@ -168,7 +168,7 @@ BLKFRONT_INFO_DTYPE = np.dtype([
 #: ``struct blkfront_ring_info``: one per ring (hardware queue).
 BLKFRONT_RING_INFO_DTYPE = np.dtype([
     ("req_prod_pvt", "<u4"), ("rsp_cons", "<u4"), ("nr_ents", "<u4"),  # the front ring
-    ("evtchn", "<i4"),  # the ring's event channel (frontend's port)
+    ("evtchn", "<i4"),  # the ring's event channel: the frontend's port, as its slot
     ("sring", "<i8"),  # byte offset of the shared ring in guest memory
     ("sring_bytes", "<i8"),  # its size, 4096 << ring-page-order
     ("shadow_free", "<i8"),  # head of the id free list
@@ -639,7 +639,7 @@ def new_blkfront(conn, *, touch_data: bool = True, handle: int = 51712) -> blkfr
                int(touch_data))
     rinfo = np.zeros(nr_rings, BLKFRONT_RING_INFO_DTYPE)
     rinfo["nr_ents"] = nr_ents
-    rinfo["evtchn"] = [ring.front_port for ring in conn.rings]
+    rinfo["evtchn"] = [ring.front_slot for ring in conn.rings]
     rinfo["sring"] = [ring.first_frame << XEN_PAGE_SHIFT for ring in conn.rings]
     rinfo["sring_bytes"] = [ring.sring.size for ring in conn.rings]
     rinfo["gnt_head"] = 0

@@ -22,7 +22,7 @@ from xbq.xen.abi import (
     XEN_PAGE_SIZE,
     XenbusState,
 )
-from xbq.xen.evtchn import evtchn_alloc_unbound
+from xbq.xen.evtchn import EvtchnError, evtchn_alloc_unbound, evtchn_port
 from xbq.xen.grant import xen_domain
 from xbq.xen.ring import FRONT_RING_DTYPE, XEN_FRONT_RING_INIT
 from xbq.xen.xenbus import (
@@ -167,7 +167,8 @@ def write_per_ring_nodes(xbt, info: blkfront_dev_info, rinfo: blkfront_ring_info
     else:
         for j, ref in enumerate(rinfo.ring_refs):
             _printf_unless_omitted(info, xbt, dir, f"ring-ref{j}", "%u", ref)
-    _printf_unless_omitted(info, xbt, dir, "event-channel", "%u", rinfo.evtchn)
+    _printf_unless_omitted(info, xbt, dir, "event-channel", "%u",
+                           evtchn_port(info.evtchn, rinfo.evtchn))
 
 
 def talk_to_blkback(dev: xenbus_device, info: blkfront_dev_info) -> int:
@@ -186,6 +187,9 @@ def talk_to_blkback(dev: xenbus_device, info: blkfront_dev_info) -> int:
     info.nr_ring_pages = 1 << order
     try:
         setup_blkrings(dev, info, dev.otherend_id)
+    except EvtchnError as exc:  # xenbus_alloc_evtchn: the guest has no free port
+        xenbus_dev_fatal(dev, -exc.errno, f"allocating an event channel: {exc}")
+        return -exc.errno
     except XbqError as exc:
         xenbus_dev_fatal(dev, -errno.ENOMEM, f"setting up the rings: {exc}")
         return -errno.ENOMEM

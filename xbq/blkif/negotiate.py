@@ -46,7 +46,7 @@ from xbq.xen.abi import (
     XenbusState,
     const_ring_size,
 )
-from xbq.xen.evtchn import new_evtchn_table
+from xbq.xen.evtchn import evtchn_port, new_evtchn_table
 from xbq.xen.grant import (
     DOMID_BACKEND,
     DOMID_FRONTEND,
@@ -137,7 +137,11 @@ class RingConnection:
     sring : numpy.ndarray
         uint8 view of the ring's pages in frontend memory, ``4096 << order`` bytes.
     front_port, back_port : int
-        The bound event-channel pair.
+        The bound event-channel pair, each a port number in its own domain's space (what
+        XenStore's ``event-channel`` carries and the backend's bind names).
+    front_slot, back_slot : int
+        The same two ports as slots of :attr:`Connection.evtchn`, the handles the drivers'
+        kernels notify through (:mod:`xbq.xen.evtchn`).
     back_handles : list of int
         The backend's grant handles (in :attr:`Connection.maptrack`) of the ring pages.
     """
@@ -149,6 +153,8 @@ class RingConnection:
     front_port: int
     back_port: int
     back_handles: list
+    front_slot: int
+    back_slot: int
 
 
 @dataclass(eq=False)
@@ -321,7 +327,7 @@ def negotiate(*, vcpus: int = 16, max_queues: int = 4, backend_max_queues: int |
     if front.domid == back.domid:
         raise XbqError(f"frontend and backend must be different domains (both {front.domid})")
     if evtchn is None:
-        evtchn = new_evtchn_table(2 * q_bound + 64)
+        evtchn = new_evtchn_table(q_bound + 32, domains=(back.domid, front.domid))
     mt_head = np.zeros(1, MAPTRACK_HEAD_DTYPE)
     maptrack = new_maptrack(max(be_max_queues, 1) << XENBUS_MAX_RING_GRANT_ORDER, mt_head[0])
 
@@ -363,8 +369,10 @@ def negotiate(*, vcpus: int = 16, max_queues: int = 4, backend_max_queues: int |
     rings = []
     if ok:
         for fr, br in zip(info.rinfo, be.rings, strict=True):
-            rings.append(RingConnection(fr.index, list(fr.ring_refs), fr.first_frame, fr.sring,
-                                        fr.evtchn, br.back_port, list(br.back_handles)))
+            rings.append(RingConnection(
+                fr.index, list(fr.ring_refs), fr.first_frame, fr.sring,
+                evtchn_port(evtchn, fr.evtchn), evtchn_port(evtchn, br.back_port),
+                list(br.back_handles), fr.evtchn, br.back_port))
     features = dict(info.features) if ok else {}
     if ok:
         # One flag for both ends: persistent only where both use it. (A frontend that offers

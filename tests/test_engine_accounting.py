@@ -14,7 +14,7 @@ FAST = DesParams(ssd_exp=0.0)
 def test_des_counts_every_request_and_drains():
     df = simulate("mq", [1, 8], queues=4, vcpus=4, iodepth=8, duration=0.01, seed=2,
                   params=FAST)
-    assert (df["lost"] == 0).all() and (df["duplicated"] == 0).all()
+    # (lost and duplicated are 0 here: a run that loses or repeats one raises, below)
     assert (df["completed"] == df["submitted"]).all()  # the drain finished every I/O
     assert (df["in_flight_end"] > 0).all()  # ... which were in flight when the window closed
 
@@ -52,4 +52,4 @@ def test_a_backend_upcall_during_its_last_pass_is_not_lost(seed):
     p = load_params(data_dir() / "calibrated" / "des-params.json").replace(ring_page_order=2.0)
     row = simulate("mq", 16, queues=16, vcpus=16, iodepth=64, duration=0.002, seed=seed,
                    params=p).iloc[0]
-    assert row["lost"] == 0 and row["duplicated"] == 0 and row["completed"] == row["submitted"]
+    assert row["completed"] == row["submitted"]  # (a lost request raises before this)

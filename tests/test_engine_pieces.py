@@ -94,52 +94,65 @@ def test_histogram_quantiles_within_bucket_error():
 
 
 def _row(**kw):
+    """A row as an engine makes it: its configuration (jobs and mode here) and that
+    configuration's key."""
+    from xbq.engines.schema import config_json, key_of
+
     row = dict.fromkeys(COLUMNS, 0)
-    row.update(engine="native", mode="sq")
+    row.update(engine="native", mode="sq", jobs=1)
     row.update(kw)
+    text = config_json({"engine": "native", "mode": row["mode"], "jobs": row["jobs"]})
+    row.update(config=text, point_key=key_of(text))
     return row
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_store_appends_and_resumes(tmp_path, suffix):
     path = tmp_path / f"r{suffix}"
-    store = ResultsStore(path, {"command": "test"})
-    store.append([_row(jobs=1, iops=10.0)])
-    store.append([_row(jobs=4, iops=40.0, extra=1.5)])
+    with ResultsStore(path, {"command": "test"}) as store:
+        store.append([_row(jobs=1, iops=10.0)])
+        store.append([_row(jobs=4, iops=40.0, extra=1.5)])
     meta = json.loads((tmp_path / f"r{suffix}.meta.json").read_text())
     assert meta["command"] == "test" and meta["machine"]["logical_cpus"] >= 1
-    again = ResultsStore(path)  # resume is the default: nothing is deleted
-    assert again.done(["jobs"]) == {(1,), (4,)}
-    assert again.frame["iops"].tolist() == [10.0, 40.0]
-    assert len(json.loads(again.sidecar.read_text())["runs"]) == 2
+    assert meta["xbq_store"] == {"kind": "results", "version": 2}
+    with ResultsStore(path) as again:  # resume is the default: nothing is deleted
+        assert again.done() == {_row(jobs=1)["point_key"], _row(jobs=4)["point_key"]}
+        assert again.frame["iops"].tolist() == [10.0, 40.0]
+        assert len(json.loads(again.sidecar.read_text())["runs"]) == 2
     with pytest.raises(XbqError, match="--overwrite"):
         ResultsStore(path, existing="refuse")
-    assert path.exists()
-    fresh = ResultsStore(path, existing="overwrite")
-    assert fresh.done(["jobs"]) == set() and not path.exists()
+    with ResultsStore(path, existing="overwrite") as fresh:
+        assert fresh.done() == set() and path.exists()  # replaced by the first new row
+        fresh.append([_row(jobs=8, iops=80.0)])
+    with ResultsStore(path) as again:
+        assert again.frame["jobs"].tolist() == [8]
 
 
 def test_store_skips_stored_point_keys_and_widens_the_header(tmp_path):
     path = tmp_path / "r.csv"
-    store = ResultsStore(path)
-    store.append([_row(jobs=1, point_key="a")])
-    store.append([_row(jobs=2, point_key="b", new_col=3.5)])  # a column the file lacks
-    again = ResultsStore(path)
-    assert again.done() == {"a", "b"}
-    assert again.frame["new_col"].tolist()[1] == 3.5  # rewritten with the wider header
-    assert [r["jobs"] for r in again.rows({"b"})] == [2]
+    a, b = _row(jobs=1), _row(jobs=2, new_col=3.5)  # b: a column the file lacks
+    with ResultsStore(path) as store:
+        store.append([a])
+        store.append([b])
+    with ResultsStore(path) as again:
+        assert again.done() == {a["point_key"], b["point_key"]}
+        assert again.frame["new_col"].tolist()[1] == 3.5  # rewritten with the wider header
+        assert [r["jobs"] for r in again.rows({b["point_key"]})] == [2]
+    assert path.read_text().splitlines()[0].endswith(",config,point_key")
 
 
 def test_store_drops_a_torn_last_line(tmp_path, capsys):
     path = tmp_path / "r.csv"
-    store = ResultsStore(path)
-    store.append([_row(jobs=1, point_key="a"), _row(jobs=2, point_key="b")])
+    a, b = _row(jobs=1), _row(jobs=2)
+    with ResultsStore(path) as store:
+        store.append([a, b])
     data = path.read_bytes()
     path.write_bytes(data[:-7])  # kill -9 in the middle of the second line
-    again = ResultsStore(path)
-    assert again.done() == {"a"} and "torn last line" in capsys.readouterr().err
-    again.append([_row(jobs=2, point_key="b")])
-    assert ResultsStore(path).done() == {"a", "b"}
+    with ResultsStore(path) as again:
+        assert again.done() == {a["point_key"]} and "torn last line" in capsys.readouterr().err
+        again.append([b])
+    with ResultsStore(path) as again:
+        assert again.done() == {a["point_key"], b["point_key"]}
 
 
 def test_point_key_is_stable_and_sensitive():
@@ -159,6 +172,8 @@ def test_store_errors(tmp_path):
     (tmp_path / "bad.parquet").write_text("not parquet")
     with pytest.raises(XbqError, match="cannot resume"):
         ResultsStore(tmp_path / "bad.parquet")
+    with pytest.raises(XbqError, match="lacks column"):  # a row without its key
+        to_frame([{k: v for k, v in _row().items() if k != "point_key"}])
     assert (tmp_path / "bad.parquet").read_text() == "not parquet"  # left as it was
     with pytest.raises(XbqError, match="lacks column"):
         to_frame([{"engine": "native"}])

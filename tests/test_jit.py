@@ -3,8 +3,10 @@
 A function under ``xbq._jit.kernel`` is compiled with numba's NRT off: it may only borrow the
 arrays it is given. Allocating one would not compile; *returning* one would hand its caller a
 reference that was never counted (the caller would later release it and free memory that is
-still in use). This test runs the protocol through every path the engines use and then
-checks every compiled kernel signature in the hot modules.
+still in use). ``test_no_kernel_returns_an_array`` runs, in a child with an empty JIT cache,
+the loopback, the twin in each mode with its optional mechanisms on and off, and the native
+engine with each lock and the ramdisk, and then checks every kernel signature those runs
+compiled.
 """
 
 import importlib
@@ -66,13 +68,27 @@ def test_no_kernel_returns_an_array(tmp_path):
         "import tests.test_jit as t\n"
         "from xbq.blkif.loopback import loopback\n"
         "from xbq.blkif.negotiate import negotiate\n"
+        "from xbq.engines.des.params import DesParams\n"
+        "from xbq.engines.des.simulate import simulate\n"
+        "from xbq.engines.native.runner import NativeConfig, run_point\n"
         "conn = negotiate(vcpus=2, max_queues=2)\n"
         "loopback(conn, nr_ios=300, batch=4, device='ramdisk')\n"
+        "for p in (DesParams(), DesParams(pcpus=2, lock_mcs=1, device_ssd=1, tag_wait=1,\n"
+        "                                 job_placement=1, placements=2, vcpu_wake_ns=1e3)):\n"
+        "    for mode in ('sq', 'mq1', 'mq'):\n"
+        "        simulate(mode, 3, queues=2, vcpus=2, iodepth=4, duration=0.002, params=p,\n"
+        "                 quiet=True)\n"
+        "for lock in ('ticket', 'ttas', 'mcs'):\n"
+        "    run_point(NativeConfig(mode='mq', jobs=2, queues=2, vcpus=2, iodepth=4,\n"
+        "                           device='ramdisk', lock=lock, duration_s=0.05,\n"
+        "                           warmup_s=0.0, stall_s=30.0))\n"
         "bad = [f'{n} -> {s.return_type}' for n, d in t._kernels() "
         "for s in d.nopython_signatures if t._holds_array(s.return_type)]\n"
         "n = sum(len(d.nopython_signatures) for _, d in t._kernels())\n"
-        "print(n, bad)\n"
-        "assert n >= 20 and not bad, (n, bad)\n")
+        "names = {n.rsplit('.', 2)[0] for n, d in t._kernels() if d.nopython_signatures}\n"
+        "print(n, sorted(names), bad)\n"
+        "assert {'xbq.engines.des', 'xbq.engines.native', 'xbq.blkif'} <= names, names\n"
+        "assert n >= 100 and not bad, (n, bad)\n")
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, cwd=Path(__file__).resolve().parent.parent, timeout=900)

@@ -58,7 +58,7 @@ def test_top_level_layout():
 #: through the handshake and the loopback above them; the two engines never do).
 LAYERS = [
     ["errors"],
-    ["_jit", "checks", "progress"],
+    ["_jit", "checks", "files", "progress"],
     ["xen.abi"],
     ["xen.memory", "xen.atomic", "workload.rng", "workload.hist"],
     ["xen.ring", "xen.grant", "xen.evtchn", "xen.xenstore", "workload.fio"],

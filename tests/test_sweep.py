@@ -4,6 +4,7 @@ are recorded, replications summarised, and the calibration is the same on the cl
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,19 +51,21 @@ def _write(tmp_path, spec, name="s.json"):
 
 @pytest.mark.parametrize("change, match", [
     ({"engine": "gpu"}, "engine must be 'des' or 'native'"),
-    ({"sweeps": 3}, "unknown key"),
+    ({"sweeps": 3}, "unknown setting 'sweeps'"),
     ({"axes": {"jobz": [1]}}, "'jobz' is not a setting of the des engine"),
-    ({"axes": {"jobs": 4}}, "must be a non-empty list"),
-    ({"axes": {"jobs": []}}, "must be a non-empty list"),
-    ({"axes": {"submit_ns": ["fast"]}}, "takes a number"),
-    ({"seeds": 0}, "seeds must be an integer from 1 to 1000"),
+    ({"axes": {"jobs": 4}}, "axes.jobs must be a list"),
+    ({"axes": {"jobs": []}}, "axes.jobs must hold at least 1 item(s), not 0"),
+    ({"axes": {"submit_ns": ["fast"]}}, "submit_ns[0] must be a number, not 'fast'"),
+    ({"seeds": 0}, "seeds must be between 1 and 1000, not 0"),
     ({"fixed": {"jobs": 1}, "axes": {"jobs": [1, 2]}}, "both fixed and an axis"),
-    ({"axes": {"jobs": list(range(1, 401)), "seed": list(range(400))}},
+    ({"seeds": 1, "axes": {"jobs": list(range(1, 401)), "seed": list(range(400))}},
      "exceed the limit"),
+    ({"axes": {"seed": [1, 2]}}, "seeds = 2 beside a seed axis"),
+    ({"axes": {"jobs": [1, 1.0]}}, "jobs lists 1 more than once"),
     ({"params": "/nonexistent/costs.json"}, "cannot read"),
 ])
 def test_bad_sweeps_get_one_line(change, match):
-    with pytest.raises(XbqError, match=match) as err:
+    with pytest.raises(XbqError, match=re.escape(match)) as err:
         spec_from_dict({**SPEC, **change})
     assert "\n" not in str(err.value)
 
@@ -84,12 +87,19 @@ def test_points_cross_the_axes_with_stable_keys():
     spec = spec_from_dict(SPEC)
     pts = spec.points()
     assert len(pts) == 2 * 2 * 2 * 2
-    assert len({p["point_key"] for p in pts}) == len(pts)
-    assert [p["point_key"] for p in spec_from_dict(SPEC).points()] == \
-        [p["point_key"] for p in pts]
+    assert len({p.key for p in pts}) == len(pts)
+    assert [p.key for p in spec_from_dict(SPEC).points()] == [p.key for p in pts]
     other = spec_from_dict({**SPEC, "fixed": {**SPEC["fixed"], "iodepth": 16}}).points()
-    assert not {p["point_key"] for p in other} & {p["point_key"] for p in pts}
-    assert [p["seed"] for p in pts[:2]] == [1, 2] and [p["rep"] for p in pts[:2]] == [0, 1]
+    assert not {p.key for p in other} & {p.key for p in pts}
+    assert [(p.point.seed, p.point.rep) for p in pts[:2]] == [(1, 0), (2, 1)]
+    # a point's key is its engine's: the sweep adds no recipe of its own
+    from xbq.engines.des.params import load_params
+    from xbq.engines.des.point import DesPoint
+
+    first = pts[0].point
+    assert first == DesPoint(mode="sq", jobs=1, queues=4, vcpus=4, iodepth=8, duration_s=0.002,
+                             seed=1, params=load_params(SPEC["params"]).replace(lock_mcs=0))
+    assert pts[0].labels == {"mode": "sq", "jobs": 1, "lock_mcs": False}
 
 
 def test_toml_relative_params_resolve_to_the_checkout(tmp_path):
@@ -158,11 +168,22 @@ def test_a_killed_sweep_resumes_with_every_point_once(tmp_path, serial):
     np.testing.assert_array_equal(got["iops"].to_numpy(), want["iops"].to_numpy())
 
 
-def test_a_failing_point_is_recorded_and_retried(tmp_path, capsys):
+def test_a_failing_point_is_recorded_and_retried(tmp_path, capsys, monkeypatch):
+    """A point that fails when it runs (here: the engine raises for 2 jobs) is stored with its
+    error, the sweep goes on, and the next run tries it again."""
+    import xbq.engines.des.simulate as des
     from xbq.cli import main
 
+    real = des.simulate_point
+
+    def flaky(point, **kw):
+        if point.jobs == 2:
+            raise XbqError("injected failure")
+        return real(point, **kw)
+
+    monkeypatch.setattr(des, "simulate_point", flaky)
     spec = dict(SPEC, seeds=1, fixed={"duration": 0.002, "vcpus": 4, "queues": 4},
-                axes={"jobs": [1, 2], "iodepth": [8, 0]})
+                axes={"jobs": [1, 2], "iodepth": [8, 16]})
     path = _write(tmp_path, spec)
     out = tmp_path / "r.csv"
     assert main(["sweep", str(path), "--serial", "--out", str(out)]) == 1
@@ -170,7 +191,8 @@ def test_a_failing_point_is_recorded_and_retried(tmp_path, capsys):
     assert "4 point(s), 2 failed" in captured.out, captured.err
     stored = pd.read_csv(out)
     bad = stored[stored["error"].notna()]
-    assert len(bad) == 2 and bad["error"].str.contains("iodepth must be between 1").all()
+    assert len(bad) == 2 and bad["error"].str.contains("injected failure").all()
+    assert (bad["jobs"] == 2).all() and bad["point_key"].notna().all()
     frame = run(spec_from_dict(spec), serial=True, out=out)  # the failures run again
     assert len(pd.read_csv(out)) == 6 and frame["error"].notna().sum() == 2
 

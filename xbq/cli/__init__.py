@@ -20,7 +20,7 @@ from xbq.errors import XbqError
 #: The order ``--help`` lists subcommands in; any other module of this package that has a
 #: ``register`` function is listed after these, alphabetically.
 ORDER = ("reproduce", "seed", "negotiate", "ring", "measure", "simulate", "sweep", "calibrate",
-         "fit", "fio", "fuzz")
+         "fit", "fio", "fuzz", "schema")
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
@@ -81,7 +81,7 @@ def nonnegative_int(text: str) -> int:
 
 
 def int_list(text: str) -> list[int]:
-    """argparse type: a comma-separated list of positive integers, e.g. ``1,4,8``."""
+    """argparse type: a comma-separated list of distinct positive integers, e.g. ``1,4,8``."""
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -89,12 +89,25 @@ def int_list(text: str) -> list[int]:
             f"{text!r} is not a comma-separated list of integers") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must list integers >= 1")
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{text!r} lists {twice[0]} more than once")
     return values
 
 
-def add_store_flags(p: argparse.ArgumentParser) -> None:
+def add_store_flags(p: argparse.ArgumentParser, *, store: bool = True) -> None:
     """``--resume`` (default) / ``--overwrite`` / ``--no-resume`` for a command with ``--out``:
-    what to do when the output file already exists (sets ``args.existing``)."""
+    what to do when the output file already exists (sets ``args.existing``); with ``store``,
+    also ``--mixed`` (several configurations in one store) and ``--wait`` (for another
+    writer of the same file)."""
+    if store:
+        p.add_argument("--mixed", action="store_true",
+                       help="let --out hold points of several configurations (each row "
+                       "carries its own); without it a point whose settings differ from "
+                       "the store's is refused")
+        p.add_argument("--wait", action="store_true",
+                       help="if another process is writing --out, wait for it to finish "
+                       "(then skip what it stored) instead of stopping with an error")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", dest="existing", action="store_const", const="resume",
                    help="if --out exists, keep its points and skip them (default)")

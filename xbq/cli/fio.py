@@ -50,7 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--series", default=None, help="series name of every row")
     g.add_argument("--series-pattern", default=None, metavar="REGEX",
                    help="take the series from each job name (group 'series' or group 1)")
-    i.add_argument("--out", default=None, help="write the table here (.csv or .parquet)")
+    i.add_argument("--out", default=None, help="write the table here (.csv or .parquet); an "
+                   "existing file is kept unless --overwrite is given and it is a table "
+                   "'xbq fio import' wrote")
+    i.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is a table this command wrote before")
     i.add_argument("--json", action="store_true", help="print the rows as JSON")
     i.set_defaults(func=run_import, prog="xbq fio import")
 
@@ -59,6 +63,7 @@ def run_job(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from xbq.errors import XbqError
+    from xbq.files import atomic_write, check_folder
     from xbq.study.fio import job_file
 
     text = job_file(args.jobs, iodepth=args.iodepth, filename=args.filename,
@@ -68,8 +73,10 @@ def run_job(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(text)
         return 0
+    out = Path(args.out)
     try:
-        Path(args.out).write_text(text)
+        check_folder(out)
+        atomic_write(out, text.encode())  # never through a symlink, never into a FIFO
     except OSError as exc:
         raise XbqError(f"cannot write {args.out}: {exc.strerror}") from None
     print(f"wrote {args.out}: {len(args.jobs)} section(s)", file=sys.stderr)
@@ -77,21 +84,15 @@ def run_job(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from xbq.errors import XbqError
     from xbq.study.fio import import_fio
+    from xbq.study.results import write_table
 
     df = import_fio(args.files, series=args.series, series_pattern=args.series_pattern)
     if args.out:
-        out = str(args.out)
-        try:
-            if out.endswith(".parquet"):
-                df.to_parquet(out, index=False)
-            elif out.endswith(".csv"):
-                df.to_csv(out, index=False)
-            else:
-                raise XbqError(f"--out must end in .csv or .parquet, not {out!r}")
-        except OSError as exc:
-            raise XbqError(f"cannot write {out}: {exc.strerror}") from None
+        write_table(df, args.out, "fio-import",
+                    {"command": "xbq fio import", "files": [str(f) for f in args.files],
+                     "series": args.series, "series_pattern": args.series_pattern},
+                    existing="overwrite" if args.overwrite else "refuse")
     if args.json:
         print(df.to_json(orient="records"))
     elif args.out:

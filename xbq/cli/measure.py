@@ -101,16 +101,20 @@ def _line(row: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xbq.engines.native import measure
-    from xbq.engines.schema import to_json_rows
+    from xbq.engines.native import measure_point, points
+    from xbq.engines.schema import to_frame, to_json_rows
     from xbq.progress import Progress
     from xbq.study.fio import to_fio_json
-    from xbq.study.results import ResultsStore
+    from xbq.study.results import ResultsStore, run_points
 
     text = args.output_format == "text"
-    modes = args.mode if isinstance(args.mode, list) else [args.mode]
-    bar = Progress(len(modes) * len(args.jobs) * args.reps, "measure",
-                   quiet=not text)
+    pts = points(mode=args.mode, jobs=args.jobs, queues=args.queues, vcpus=args.vcpus,
+                 iodepth=args.iodepth, workload=args.workload, device=args.device,
+                 ring_page_order=args.ring_page_order, lock=args.lock,
+                 duration=args.duration, warmup=args.warmup, reps=args.reps, seed=args.seed,
+                 bssplit=args.bssplit, rwmixread=args.rwmixread,
+                 backend_max_queues=args.backend_max_queues)
+    bar = Progress(len(pts), "measure", quiet=not text)
 
     def progress(row):
         if text:
@@ -118,20 +122,18 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1, jobs=row["jobs"], iops=f"{row['iops'] / 1e3:.0f}k")
 
     arguments = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
-    meta = {"engine": "native", "command": "xbq measure", "arguments": arguments,
-            "parameters": arguments}
-
-    def store():  # made once every argument has been checked
-        return ResultsStore(args.out, meta, existing=args.existing)
-
-    with bar:
-        df = measure(mode=args.mode, jobs=args.jobs, queues=args.queues, vcpus=args.vcpus,
-                     iodepth=args.iodepth, workload=args.workload, device=args.device,
-                     ring_page_order=args.ring_page_order, lock=args.lock,
-                     duration=args.duration, warmup=args.warmup, reps=args.reps,
-                     seed=args.seed, store=store if args.out else None, bssplit=args.bssplit,
-                     rwmixread=args.rwmixread, backend_max_queues=args.backend_max_queues,
-                     progress=progress)
+    store = None
+    if args.out:
+        store = ResultsStore(args.out, {"engine": "native", "command": "xbq measure",
+                                        "arguments": arguments},
+                             axes=("mode", "jobs"), existing=args.existing, mixed=args.mixed,
+                             wait=args.wait)
+    try:
+        with bar:
+            df = to_frame(run_points(pts, measure_point, store, progress))
+    finally:
+        if store is not None:
+            store.close()
     if args.output_format == "json":
         print(to_json_rows(df))
     elif args.output_format == "fio-json":

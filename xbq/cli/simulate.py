@@ -52,38 +52,30 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from xbq.engines.des.params import DesParams, load_params
-    from xbq.engines.des.simulate import check_simulate, des_key, simulate
+    from xbq.engines.des.simulate import points_of, simulate_point
     from xbq.engines.schema import to_frame, to_json_rows
     from xbq.progress import Progress
     from xbq.study.fio import to_fio_json
-    from xbq.study.results import ResultsStore
+    from xbq.study.results import ResultsStore, run_points
 
     params = load_params(args.params) if args.params else DesParams()
-    jobs, warmup, _ = check_simulate(args.mode, args.jobs, args.queues, args.vcpus,
-                                     args.iodepth, args.duration, args.seed, args.warmup)
+    points = points_of(args.mode, args.jobs, queues=args.queues, vcpus=args.vcpus,
+                       iodepth=args.iodepth, duration_s=args.duration, warmup_s=args.warmup,
+                       seed=args.seed, params=params)
+    quiet = args.output_format != "text"
     store = None
     if args.out:
-        store = ResultsStore(args.out, meta={"command": "xbq simulate", "mode": args.mode,
-                                             "params": params.to_dict(),
+        store = ResultsStore(args.out, meta={"command": "xbq simulate",
                                              "params_file": args.params},
-                             existing=args.existing)
-    keys = {j: des_key(args.mode, j, args.queues, args.vcpus, args.iodepth, args.duration,
-                       warmup, None, args.seed, 0, params) for j in jobs}
-    stored = {r["point_key"]: r for r in store.rows(keys.values())} if store else {}
-    rows = []
-    with Progress(len(jobs), "simulate", quiet=args.output_format != "text") as bar:
-        for j in jobs:
-            if keys[j] in stored:
-                rows.append(stored[keys[j]])
-            else:
-                df = simulate(args.mode, j, queues=args.queues, vcpus=args.vcpus,
-                              iodepth=args.iodepth, duration=args.duration, seed=args.seed,
-                              params=params, warmup=args.warmup,
-                              quiet=args.output_format != "text")
-                rows += df.to_dict(orient="records")
-                if store is not None:
-                    store.append(df.to_dict(orient="records"))
-            bar.update(1, jobs=j)
+                             axes=("jobs",), existing=args.existing, mixed=args.mixed,
+                             wait=args.wait)
+    try:
+        with Progress(len(points), "simulate", quiet=quiet) as bar:
+            rows = run_points(points, lambda pt: simulate_point(pt, quiet=quiet), store,
+                              progress=lambda row: bar.update(1, jobs=row["jobs"]))
+    finally:
+        if store is not None:
+            store.close()
     frame = to_frame(rows)
     if args.output_format == "json":
         print(to_json_rows(frame))

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
                 bar.write(f"point {row.get('point_key')} failed: {err}", file=sys.stderr)
 
         frame = run_sweep(spec, out=args.out, workers=args.workers, scheduler=args.scheduler,
-                          serial=args.serial, existing=args.existing, progress=progress,
+                          serial=args.serial, existing=args.existing, mixed=args.mixed,
+                          wait=args.wait, progress=progress,
                           notes=lambda line: None if args.json else bar.write(
                               line, file=sys.stderr))
     summary = summarize(frame, spec.varied())

@@ -4,8 +4,14 @@
 same tidy table, one row per measured point; the ``engine`` column tells them apart. Columns
 are listed in :data:`COLUMNS` with their unit. Engines may add columns of their own (lock and
 resource statistics); the common ones are always present, in this order. Every row carries
-its configuration's :func:`point_key`, so a results store can tell which points of a sweep it
-already holds (:mod:`xbq.study.results`).
+its configuration (``config``, the canonical JSON of its :class:`Point`) and that text's
+:func:`point_key`, so a results store can tell which points of a sweep it already holds, and
+that a stored row is the point it claims to be (:mod:`xbq.study.results`).
+
+:class:`Point` is the base of every engine's point (:class:`xbq.engines.des.point.DesPoint`,
+:class:`xbq.engines.native.point.NativePoint`): a frozen, typed model of everything that
+determines a run, checked whole when it is made, with one key recipe for every engine and
+the sweep.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import hashlib
 import json
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from xbq.checks import refusal
 from xbq.errors import XbqError
 
 #: name -> (unit, meaning). Every engine's frame starts with these columns.
@@ -43,6 +51,7 @@ COLUMNS = {
     "notify_fe_per_req": ("", "frontend-to-backend event-channel notifications per request"),
     "notify_be_per_req": ("", "backend-to-frontend notifications per request"),
     "ring_full": ("", "times a submitter found its ring full"),
+    "config": ("", "the point's whole configuration, canonical JSON (what point_key hashes)"),
     "point_key": ("", "hash of the point's configuration; a resumed run skips stored keys"),
 }
 
@@ -74,11 +83,66 @@ def to_json_rows(frame: pd.DataFrame) -> str:
     return frame.to_json(orient="records", double_precision=6)
 
 
-def point_key(config: dict) -> str:
-    """A stable key of a point's configuration: 16 hex digits of a SHA-256 of its JSON.
+def config_json(config: dict) -> str:
+    """The canonical JSON of a configuration: keys sorted, no spaces, floats in ``repr``
+    form, so the same configuration is the same text on every run and machine."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
-    The same configuration gives the same key on every run and machine (keys sorted, floats
-    in ``repr`` form), so a store can tell which points of a sweep it already holds.
-    """
-    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+
+def key_of(text: str) -> str:
+    """16 hex digits of the SHA-256 of a configuration's canonical JSON."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def point_key(config: dict) -> str:
+    """A stable key of a configuration: :func:`key_of` its :func:`config_json`."""
+    return key_of(config_json(config))
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """A nested configuration as one level: ``{"params": {"lock_mcs": 1}}`` becomes
+    ``{"params.lock_mcs": 1}``."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class Point(BaseModel):
+    """Everything that determines one run of an engine: frozen, typed, checked whole.
+
+    Subclasses declare the fields; a bad value raises a one-line :class:`XbqError` naming
+    it. :meth:`config` is the point as plain JSON values, :attr:`key` its
+    :func:`point_key`: one recipe for every engine and the sweep.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise refusal(exc) from None
+
+    def config(self) -> dict:
+        """The point as JSON values (nested models as tables)."""
+        return self.model_dump(mode="json")
+
+    def config_json(self) -> str:
+        """The point's canonical JSON (the ``config`` column of its row)."""
+        return config_json(self.config())
+
+    @property
+    def key(self) -> str:
+        """The point's :func:`point_key` (the ``point_key`` column of its row)."""
+        return key_of(self.config_json())
+
+    def stamp(self, row: dict) -> dict:
+        """``row`` with this point's ``config`` and ``point_key`` (in place; returned)."""
+        text = self.config_json()
+        row["config"] = text
+        row["point_key"] = key_of(text)
+        return row

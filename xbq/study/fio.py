@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 
 from xbq import __version__
+from xbq.checks import read_regular
 from xbq.errors import XbqError
+from xbq.study.fio_schema import FioJob, FioResult, parse_fio
 from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD
 
 #: The 2015 job counts, and fio's IOmeter job's settings (``iodepth=64``: its "moderate" load).
@@ -98,67 +100,69 @@ def job_file(jobs=SEED_JOBS, *, iodepth: int = 64, filename: str = "/dev/xvdb",
 
 # --- reading fio's JSON ---------------------------------------------------------------------
 
+#: Largest fio result file read (bytes): json+ of many clones is tens of MB.
+MAX_FIO_BYTES = 256 << 20
 
-def read_fio_json(path) -> dict:
-    """Parse one fio JSON (or JSON+) result file.
 
-    Text before the JSON object (``--output-format=normal,json``, warnings) and after it is
-    ignored. Raises a one-line :class:`XbqError` for a missing file, fio's terse format,
-    malformed or truncated JSON, and a result without jobs.
+def read_fio_json(path) -> FioResult:
+    """Read one fio JSON (or JSON+) result file, checked whole by :class:`FioResult`.
+
+    The result is found wherever fio put it among other output: a line that opens a JSON
+    object and parses to a fio result (``--output-format=normal,json`` writes the normal
+    report around it, ``terse,json`` the terse lines before it). A regular file only, of at
+    most :data:`MAX_FIO_BYTES`. Raises a one-line :class:`XbqError` for a missing or special
+    file, fio's terse format alone, malformed or truncated JSON, numbers of thousands of
+    digits, nesting too deep, a top-level array, two results in one file, and any field of
+    the wrong type or out of range (named).
     """
     p = Path(path)
-    try:
-        text = p.read_text(errors="replace")
-    except OSError as exc:
-        raise XbqError(f"cannot read {p}: {exc.strerror}") from None
-    start = text.find("{")
-    if start < 0:
+    text = read_regular(p, limit=MAX_FIO_BYTES).decode("utf-8", errors="replace")
+    starts = [m.start() for m in re.finditer(r"^[ \t]*[{\[]", text, flags=re.M)]
+    if not starts:
         if re.match(r"\s*\d+;fio-", text):
             raise XbqError(f"{p} is fio's terse format; rerun fio with "
                            "--output-format=json (or json+)")
         raise XbqError(f"{p} holds no fio JSON (run fio with --output-format=json)")
-    try:
-        data, _ = json.JSONDecoder().raw_decode(text[start:])
-    except json.JSONDecodeError as exc:
-        what = "truncated" if exc.pos >= len(text[start:].rstrip()) else "malformed"
-        raise XbqError(f"{p}: {what} JSON at line {exc.lineno} column {exc.colno} "
-                       f"({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise XbqError(f"{p}: fio JSON must be an object, not {type(data).__name__}")
-    jobs = data.get("jobs", data.get("client_stats"))
-    if not isinstance(jobs, list) or not jobs:
-        raise XbqError(f"{p}: no jobs in this fio result")
-    return data
+    found, first_error = [], None
+    decoder = json.JSONDecoder()
+    pos = 0
+    for start in starts:
+        if start < pos:
+            continue  # inside a document already read
+        body = text[start:].lstrip(" \t")
+        try:
+            data, end = decoder.raw_decode(body)
+        except json.JSONDecodeError as exc:
+            if first_error is None:
+                what = "truncated" if exc.pos >= len(body.rstrip()) else "malformed"
+                first_error = (f"{p}: {what} JSON at line {exc.lineno} column {exc.colno} "
+                               f"({exc.msg})")
+            continue
+        except RecursionError:
+            raise XbqError(f"{p}: not valid JSON: nested too deeply") from None
+        except ValueError:  # an integer of more digits than Python converts (4300)
+            raise XbqError(f"{p}: not valid JSON: a number of thousands of digits") from None
+        found.append(data)
+        pos = start + (len(text[start:]) - len(body)) + end
+    if not found:
+        raise XbqError(first_error)
+    if len(found) > 1:
+        raise XbqError(f"{p} holds {len(found)} JSON documents; give one fio result per file")
+    return parse_fio(found[0], str(p))
 
 
-def _num(section: dict, key: str, where: str) -> float:
-    try:
-        v = float(section[key])
-    except (KeyError, TypeError, ValueError):
-        raise XbqError(f"{where}: missing or non-numeric '{key}'") from None
-    if not math.isfinite(v) or v < 0:
-        raise XbqError(f"{where}: '{key}' must be a finite number >= 0, not {v}")
+def _whole(raw: str, key: str, where: str, lo: int = 1) -> int:
+    """A fio option that counts (``numjobs``, ``iodepth``): a whole decimal number."""
+    if not re.fullmatch(r"\d{1,9}", raw.strip()):
+        raise XbqError(f"{where}: {key}={raw!r} is not a whole number")
+    v = int(raw)
+    if v < lo:
+        raise XbqError(f"{where}: {key} must be >= {lo}, not {v}")
     return v
 
 
-def _option(job: dict, glob: dict, key: str, default: str) -> str:
-    return str(job.get("job options", {}).get(key, glob.get(key, default)))
-
-
-def _int_option(job: dict, glob: dict, key: str, where: str) -> int:
-    raw = _option(job, glob, key, "1")
-    try:
-        v = int(float(raw))
-    except ValueError:
-        raise XbqError(f"{where}: {key}={raw!r} is not a number") from None
-    if v < 1:
-        raise XbqError(f"{where}: {key} must be >= 1, not {v}")
-    return v
-
-
-def _bins(direction: dict) -> dict | None:
-    bins = direction.get("clat_ns", {}).get("bins")
-    return {int(k): int(v) for k, v in bins.items()} if isinstance(bins, dict) else None
+def _option(job: FioJob, glob: dict, key: str, default: str) -> str:
+    return job.job_options.get(key, glob.get(key, default))
 
 
 def _quantile_from_bins(bins: dict, q: float) -> float:
@@ -171,14 +175,20 @@ def _quantile_from_bins(bins: dict, q: float) -> float:
     return float(keys[np.searchsorted(cum, q * cum[-1], side="left")])
 
 
-def _group(entries: list[dict], glob: dict, where: str) -> dict:
+def _group(entries: list[FioJob], glob: dict, where: str) -> dict:
     """One row from the entries of one job section (one with group_reporting, ``numjobs``
     clones without it)."""
     first = entries[0]
-    row = {"jobname": first.get("jobname", ""), "groupid": int(first.get("groupid", 0)),
-           "jobs": _int_option(first, glob, "numjobs", where),
-           "iodepth": _int_option(first, glob, "iodepth", where),
+    name = first.jobname
+    here = f"{where}: job '{name}'"
+    row = {"jobname": name, "groupid": first.groupid,
+           "jobs": _whole(_option(first, glob, "numjobs", "1"), "numjobs", here),
+           "iodepth": _whole(_option(first, glob, "iodepth", "1"), "iodepth", here),
            "fio_entries": len(entries)}
+    if len(entries) not in (1, row["jobs"]):
+        raise XbqError(f"{here} has {len(entries)} entries in group {first.groupid} but "
+                       f"numjobs={row['jobs']}: two sections of one name, or a clone missing "
+                       "(give each section its own name)")
     for opt in ("rw", "bs", "bssplit", "rwmixread", "ioengine", "filename"):
         row[opt] = _option(first, glob, opt, "")
     total_iops = 0.0
@@ -186,39 +196,31 @@ def _group(entries: list[dict], glob: dict, where: str) -> dict:
     have_bins = True
     lat_sum = lat_n = 0.0
     for d in ("read", "write"):
-        iops = bw = ios = 0.0
+        secs = [getattr(e, d) for e in entries]
+        iops = sum(sec.iops for sec in secs)
+        bws = [sec.bw_bytes if sec.bw_bytes is not None else
+               (1024 * sec.bw if sec.bw is not None else None) for sec in secs]
+        bw = float("nan") if any(b is None for b in bws) else float(sum(bws))
         d_sum = d_n = 0.0
         d_bins: dict = {}
-        for e in entries:
-            sec = e.get(d)
-            if not isinstance(sec, dict):
-                raise XbqError(f"{where}: job '{row['jobname']}' has no '{d}' section")
-            iops += _num(sec, "iops", f"{where} ({d})")
-            if "bw_bytes" in sec:
-                bw += _num(sec, "bw_bytes", f"{where} ({d})")
-            elif "bw" in sec:  # KiB/s
-                bw += 1024 * _num(sec, "bw", f"{where} ({d})")
-            else:
-                bw = float("nan")
-            ios += float(sec.get("total_ios", 0) or 0)
-            clat = sec.get("clat_ns", {})
-            n = float(clat.get("N", 0) or 0)
-            d_n += n
-            d_sum += n * float(clat.get("mean", 0) or 0)
-            b = _bins(sec)
-            if b is None:
+        for sec in secs:
+            clat = sec.clat_ns
+            if clat is None or clat.bins is None:
                 have_bins = False
             else:
-                for k, v in b.items():
-                    d_bins[k] = d_bins.get(k, 0) + v
+                for k, v in clat.bins.items():
+                    d_bins[int(k)] = d_bins.get(int(k), 0) + v
+            if clat is not None:
+                d_n += clat.N
+                d_sum += clat.N * clat.mean
         row[f"{d}_iops"] = iops
         row[f"{d}_bw_bytes"] = bw
-        row[f"{d}_ios"] = ios
+        row[f"{d}_ios"] = float(sum(sec.total_ios for sec in secs))
         row[f"{d}_clat_mean_us"] = d_sum / d_n / 1e3 if d_n else float("nan")
-        pct = entries[0].get(d, {}).get("clat_ns", {}).get("percentile", {})
+        pct = (secs[0].clat_ns.percentile or {}) if secs[0].clat_ns is not None else {}
         for key, suffix in PERCENTILES.items():
             if len(entries) == 1 and key in pct:  # fio's own figure
-                row[f"{d}_clat_{suffix}_us"] = float(pct[key]) / 1e3
+                row[f"{d}_clat_{suffix}_us"] = pct[key] / 1e3
             elif have_bins and d_bins:
                 row[f"{d}_clat_{suffix}_us"] = _quantile_from_bins(
                     d_bins, float(key) / 100) / 1e3
@@ -235,31 +237,23 @@ def _group(entries: list[dict], glob: dict, where: str) -> dict:
     for key, suffix in PERCENTILES.items():  # reads and writes together: needs json+ bins
         row[f"lat_{suffix}_us"] = (_quantile_from_bins(merged_bins, float(key) / 100) / 1e3
                                    if have_bins and merged_bins else float("nan"))
-    runtimes = [float(e.get("job_runtime", e.get("read", {}).get("runtime", 0)) or 0)
+    runtimes = [e.job_runtime if e.job_runtime is not None else e.read.runtime
                 for e in entries]
     row["runtime_s"] = max(runtimes) / 1e3
-    row["errors"] = int(sum(int(e.get("error", 0) or 0) for e in entries))
+    row["errors"] = sum(abs(e.error) > 0 for e in entries)
     return row
 
 
-def fio_rows(data: dict, where: str = "fio result") -> list[dict]:
-    """The rows of one parsed fio result: one per job section (``jobname``, ``groupid``),
+def fio_rows(result: FioResult, where: str = "fio result") -> list[dict]:
+    """The rows of one checked fio result: one per job section (``jobname``, ``groupid``),
     clones of a ``numjobs`` job without ``group_reporting`` summed."""
-    glob = data.get("global options", {}) or {}
-    jobs = data.get("jobs", data.get("client_stats"))
     groups: dict = {}
-    for k, job in enumerate(jobs):
-        if not isinstance(job, dict):
-            raise XbqError(f"{where}: job entry {k} is not an object")
-        if job.get("jobname") == "All clients":  # client/server mode's summary entry
-            continue
-        groups.setdefault((job.get("jobname", ""), job.get("groupid", 0)), []).append(job)
-    if not groups:
-        raise XbqError(f"{where}: no jobs in this fio result")
-    rows = [_group(entries, glob, where) for entries in groups.values()]
+    for job in result.jobs:
+        groups.setdefault((job.jobname, job.groupid), []).append(job)
+    rows = [_group(entries, result.global_options, where) for entries in groups.values()]
     for r in rows:
-        r["fio_version"] = str(data.get("fio version", ""))
-        r["timestamp"] = int(data.get("timestamp", 0) or 0)
+        r["fio_version"] = result.fio_version
+        r["timestamp"] = result.timestamp
     return rows
 
 
@@ -327,19 +321,20 @@ def import_fio(paths, *, series: str | None = None, series_pattern: str | None =
 
 
 def _direction(iops: float, share_bytes: float, runtime_ms: float, row: dict) -> dict:
+    """One direction in fio's shape; a latency the engine did not measure is left out (fio
+    never writes null), so ``xbq fio import`` reads the section back."""
     ios = int(round(iops * runtime_ms / 1e3))
     pct = {key: float(row.get(f"lat_{suffix}_us", float("nan"))) * 1e3
            for key, suffix in PERCENTILES.items()}
-    pct = {k: (None if not math.isfinite(v) else v) for k, v in pct.items()}
+    clat = {"N": ios, "percentile": {k: v for k, v in pct.items() if math.isfinite(v)}}
     mean_ns = float(row.get("lat_mean_us", float("nan"))) * 1e3
+    if math.isfinite(mean_ns):
+        clat["mean"] = mean_ns
     return {"io_bytes": int(share_bytes * runtime_ms / 1e3),
             "io_kbytes": int(share_bytes * runtime_ms / 1e3 / 1024),
             "bw_bytes": int(share_bytes), "bw": int(share_bytes / 1024), "iops": iops,
             "runtime": int(round(runtime_ms)), "total_ios": ios, "short_ios": 0,
-            "drop_ios": 0,
-            "clat_ns": {"mean": mean_ns if math.isfinite(mean_ns) else None, "N": ios,
-                        "percentile": pct},
-            "lat_ns": {"mean": mean_ns if math.isfinite(mean_ns) else None, "N": ios}}
+            "drop_ios": 0, "clat_ns": clat, "lat_ns": dict(clat)}
 
 
 def to_fio_json(frame: pd.DataFrame, *, bssplit: str = IOMETER_BSSPLIT,

@@ -23,13 +23,23 @@ def git_commit() -> str | None:
     """The checkout's short commit, with ``-dirty`` if it has uncommitted changes (or None).
 
     Recorded with every measurement and calibration, so that a result names the code that
-    produced it, and says when that code was not a commit.
+    produced it, and says when that code was not a commit. Only a git work tree whose top
+    is this project's folder counts: a copy of the project without its ``.git`` that sits
+    inside another repository has no commit (not that repository's).
     """
     import subprocess
 
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=REPO_DIR, timeout=5, env=env)
+
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"],
-                             capture_output=True, text=True, cwd=PACKAGE_DIR, timeout=5)
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != REPO_DIR.resolve():
+            return None
+        out = git("describe", "--always", "--dirty", "--abbrev=7")
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None

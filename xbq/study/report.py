@@ -10,7 +10,6 @@ at the top. :func:`write_report` also writes ``REPORT.md``, the same steps as a 
 from __future__ import annotations
 
 import html
-import os
 import platform
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from xbq.files import atomic_write
 from xbq.study.chapters import CHAPTERS, missing_images
 
 QUESTION = ("Why does one ring behind one lock stop scaling, and how far do per-queue rings "
@@ -355,9 +355,7 @@ def write_report(out, state: dict, *, quick: bool = False) -> tuple[Path, list[s
                         left=("", "value")))
     parts.append("</body></html>")
     page = out / "index.html"
-    tmp = out / "index.html.tmp"
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, page)
+    atomic_write(page, "\n".join(parts).encode("utf-8"))
     (out / "REPORT.md").write_text("# xbq reproduce\n\n" + _steps_md(state) + "\n\nSee "
                                    "index.html for the study.\n")
     return page, missing_images(page)

@@ -159,18 +159,19 @@ def step_twin(ctx: Context) -> str:
 
 def step_native(ctx: Context) -> str:
     _agg()
-    from xbq.engines.native import measure
+    from xbq.engines.native import measure_point, points
+    from xbq.engines.schema import to_frame
     from xbq.study.plots import plot_iops
-    from xbq.study.results import ResultsStore
+    from xbq.study.results import ResultsStore, run_points
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     jobs = [1, 2] if ctx.quick else [1, 2, 4, 8, 16]
-    df = measure(mode=["sq", "mq"], jobs=jobs, queues=max(1, min(cpus, 4)), vcpus=cpus,
+    pts = points(mode=["sq", "mq"], jobs=jobs, queues=max(1, min(cpus, 4)), vcpus=cpus,
                  iodepth=32, device="null", duration=0.2 if ctx.quick else 1.0,
-                 warmup=0.1 if ctx.quick else 0.3, reps=1, seed=0,
-                 store=ResultsStore(ctx.out / "native.csv",
-                                    {"command": "xbq reproduce (native)"},
-                                    existing="overwrite"))
+                 warmup=0.1 if ctx.quick else 0.3, reps=1, seed=0)
+    with ResultsStore(ctx.out / "native.csv", {"command": "xbq reproduce (native)"},
+                      axes=("mode", "jobs"), existing="overwrite") as store:
+        df = to_frame(run_points(pts, measure_point, store))
     fig = plot_iops({f"native threads, {cpus} CPUs": df}, title="measured on this machine")
     fig.savefig(ctx.figures / "native.png", dpi=120, bbox_inches="tight")
     best = df.groupby("mode").iops.max()

@@ -1,24 +1,24 @@
 """Run a sweep: every point a task, on a Dask cluster (a local one by default) or serially,
 results streamed into a results store by the client alone.
 
-The client is the only writer: each finished point is appended to the store (and fsynced)
-the moment its result arrives, once per key (a point that finishes twice, because Dask ran
-it again after a worker died, is stored once). A rerun with the same store skips every point
-already stored without an error, so a sweep killed at any moment loses nothing it had
-finished and repeats nothing. A point that fails is stored with its error and the sweep goes
-on; the next run tries it again.
+The client is the only writer, under the store's lock (:class:`xbq.study.results.ResultsStore`):
+each finished point is appended to the store (and fsynced) the moment its result arrives,
+once per key (a point that finishes twice, because Dask ran it again after a worker died, is
+stored once). A rerun with the same store skips every point already stored without an error
+(the serial path is :func:`xbq.study.results.run_points` itself), so a sweep killed at any
+moment loses nothing it had finished and repeats nothing. A point that fails is stored with
+its error and the sweep goes on; the next run tries it again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import pandas as pd
 
 from xbq.errors import XbqError
-from xbq.study.results import ResultsStore
+from xbq.study.results import ResultsStore, run_points
 from xbq.sweep.spec import SweepSpec, load_spec, spec_from_dict
 from xbq.sweep.tasks import failed_row, run_point
 
@@ -56,18 +56,9 @@ def connect(scheduler: str):
         raise XbqError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
 
 
-def _rows_done(store: ResultsStore | None) -> dict:
-    """Rows already stored without an error, by point key (the last wins)."""
-    if store is None or store.frame is None or store.frame.empty:
-        return {}
-    frame = store.frame
-    ok = frame if "error" not in frame else frame[frame["error"].isna()]
-    return {r["point_key"]: r for r in ok.to_dict(orient="records")}
-
-
 def run(spec, client=None, *, out=None, workers: int | None = None,
         scheduler: str | None = None, serial: bool = False, existing: str = "resume",
-        progress=None, notes=None) -> pd.DataFrame:
+        mixed: bool = False, wait: bool = False, progress=None, notes=None) -> pd.DataFrame:
     """Run every point of a sweep; return the tidy frame (one row per point, spec order).
 
     Parameters
@@ -82,6 +73,8 @@ def run(spec, client=None, *, out=None, workers: int | None = None,
         The results store (default: the spec's ``out``; none: nothing is stored).
     existing : {"resume", "overwrite", "refuse"}
         What to do with a store that exists (:class:`xbq.study.results.ResultsStore`).
+    mixed, wait : bool
+        Let the store hold several configurations; wait for another writer of it.
     progress : callable, optional
         Called with each row as it is stored (or found in the store).
     notes : callable, optional
@@ -98,21 +91,38 @@ def run(spec, client=None, *, out=None, workers: int | None = None,
     out = out if out is not None else spec.out
     store = None
     if out is not None:
-        if not Path(out).parent.is_dir():
-            raise XbqError(f"directory {Path(out).parent} does not exist")
         store = ResultsStore(out, {"command": "xbq sweep", "sweep": spec.name,
                                    "engine": spec.engine, "axes": spec.axes,
                                    "fixed": spec.fixed, "seeds": spec.seeds},
-                             existing=existing)
-    say = notes or (lambda line: None)
-    done = _rows_done(store)
-    rows = {k: r for k, r in done.items()}
-    todo = [p for p in points if p["point_key"] not in done]
+                             axes=spec.store_axes(), existing=existing, mixed=mixed,
+                             wait=wait)
+    try:
+        rows = _run_all(spec, points, store, client, workers, scheduler, serial, progress,
+                        notes or (lambda line: None))
+    finally:
+        if store is not None:
+            store.close()
+    frame = pd.DataFrame(rows)
+    from xbq.engines.schema import COLUMNS
+
+    first = [c for c in COLUMNS if c in frame]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def _run_all(spec, points, store, client, workers, scheduler, serial, progress, say) -> list:
+    if serial:
+        return run_points(points, run_point, store, progress)
+    done = {}
+    if store is not None:
+        store.check(points)
+        done = {r["point_key"]: r for r in store.rows({p.key for p in points})}
+    rows = dict(done)
+    todo = list({p.key: p for p in points if p.key not in done}.values())
     if done:
-        say(f"{len(points) - len(todo)} of {len(points)} point(s) already in {out}")
+        say(f"{len(points) - len(todo)} of {len(points)} point(s) already in {store.path}")
     for p in points:
-        if p["point_key"] in done and progress is not None:
-            progress(done[p["point_key"]])
+        if p.key in done and progress is not None:
+            progress(done[p.key])
 
     def keep(row):
         key = row["point_key"]
@@ -124,10 +134,7 @@ def run(spec, client=None, *, out=None, workers: int | None = None,
         if progress is not None:
             progress(row)
 
-    if todo and serial:
-        for p in todo:
-            keep(run_point(p))
-    elif todo:
+    if todo:
         own = client is None
         if own:
             client = connect(scheduler) if scheduler else local_client(workers)
@@ -139,11 +146,7 @@ def run(spec, client=None, *, out=None, workers: int | None = None,
                 client.close()
                 if cluster is not None:
                     cluster.close()
-    frame = pd.DataFrame([rows[p["point_key"]] for p in points])
-    from xbq.engines.schema import COLUMNS
-
-    first = [c for c in COLUMNS if c in frame]
-    return frame[first + [c for c in frame.columns if c not in first]]
+    return [rows[p.key] for p in points]
 
 
 def _run_dask(client, spec: SweepSpec, todo: list, keep, say) -> None:
@@ -154,11 +157,11 @@ def _run_dask(client, spec: SweepSpec, todo: list, keep, say) -> None:
             "each other): a cluster-wide lock per host serialises them")
     # The first point alone: it compiles the kernels into the shared JIT cache once, and
     # every other worker then loads them instead of compiling too.
-    first = client.submit(run_point, todo[0], pure=False, key=f"xbq-{todo[0]['point_key']}")
+    first = client.submit(run_point, todo[0], pure=False, key=f"xbq-{todo[0].key}")
     keep(_result(first, todo[0]))
     rest = todo[1:]
     futs = client.map(run_point, rest, pure=False,
-                      key=[f"xbq-{p['point_key']}" for p in rest])
+                      key=[f"xbq-{p.key}" for p in rest])
     futures = dict(zip(futs, rest, strict=True))
     for fut in as_completed(futs):
         keep(_result(fut, futures[fut]))

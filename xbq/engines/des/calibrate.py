@@ -22,18 +22,17 @@ The table itself is only read, never written into code: change the CSV and the f
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from xbq.engines.des.params import DesParams
+from xbq.engines.des.params import FIELDS, PHYSICAL, UNITS, DesParams
 from xbq.engines.des.table import TABLE_COLUMNS, check_table, simulate_table
 from xbq.engines.schema import point_key
 from xbq.errors import XbqError
+from xbq.files import append_bytes, atomic_write
 
 #: Parameters fitted by default: the costs neither the literature nor the seed pins down.
 FIT_PARAMS = ("submit_ns", "sq_locked_ns", "fe_cs_ns", "handoff_per_waiter_ns", "be_req_ns",
@@ -58,8 +57,7 @@ def as_verified(params: DesParams, placements: int = FINAL_PLACEMENTS) -> DesPar
 
 
 def _bounds(name: str) -> tuple[float, float]:
-    f = {f.name: f for f in dataclasses.fields(DesParams)}[name]
-    lo, hi = f.metadata["bounds"]
+    lo, hi = PHYSICAL[name]
     return max(lo, 10.0), hi  # log scale: a zero lower bound becomes 10 ns
 
 
@@ -159,7 +157,7 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
     """
     check_table(table)
     names = list(fit)
-    bad = [n for n in names if n not in DesParams.__dataclass_fields__]
+    bad = [n for n in names if n not in FIELDS]
     if bad:
         raise XbqError(f"unknown parameter(s) to fit: {', '.join(bad)}")
     if fit_requests < 1 or final_requests < 1 or max_nfev < 1 or final_placements < 1:
@@ -242,11 +240,10 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
                                           se, strict=True)]
     fitted_info = []
     for n in names:
-        f = DesParams.__dataclass_fields__[n]
         v = getattr(fitted, n)
         lo_n, hi_n = _bounds(n)
-        fitted_info.append({"name": n, "value": v, "unit": f.metadata["unit"],
-                            "min": f.metadata["bounds"][0], "max": hi_n,
+        fitted_info.append({"name": n, "value": v, "unit": UNITS[n],
+                            "min": PHYSICAL[n][0], "max": hi_n,
                             "at_bound": bool(v <= lo_n * 1.01 or v >= hi_n * 0.99)})
     return {
         "params": fitted.to_dict(),
@@ -284,19 +281,11 @@ def _read_checkpoint(path) -> dict:
 def _append_checkpoint(path, entry: dict) -> None:
     if path is None:
         return
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_bytes(Path(path), (json.dumps(entry) + "\n").encode(), create=True)
 
 
 def write_result(result: dict, path) -> None:
     """Write a calibration result as JSON (``xbq simulate --params`` reads its ``params``),
     through a temporary file and a rename, so an existing file is replaced whole or not at
     all."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(Path(path), (json.dumps(result, indent=2) + "\n").encode())

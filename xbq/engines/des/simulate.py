@@ -47,28 +47,19 @@ from xbq.blkif.blkback import BLKBACK_STATS, new_blkback
 from xbq.blkif.blkfront import BLKFRONT_STATS, blkfront_pages, new_blkfront
 from xbq.blkif.negotiate import negotiate
 from xbq.blkif.vbd import new_vbd
-from xbq.checks import (
-    MAX_IODEPTH,
-    MAX_JOBS,
-    MAX_QUEUES,
-    MAX_VCPUS,
-    check_int,
-    check_ints,
-    check_seconds,
-    check_seed,
-)
+from xbq.checks import MAX_JOBS, check_ints
 from xbq.engines.des import loop as des_loop
 from xbq.engines.des import state as S
 from xbq.engines.des.loop import run
 from xbq.engines.des.params import DesParams
 from xbq.engines.des.placement import job_placement, left_out, placement_plan, stratified_se
-from xbq.engines.schema import point_key, to_frame
+from xbq.engines.des.point import DesPoint
+from xbq.engines.schema import to_frame
 from xbq.errors import XbqError
 from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, max_block_sectors, new_workload
 from xbq.workload.hist import hist_quantiles
 from xbq.workload.rng import new_streams
 
-MODES = ("sq", "mq1", "mq")
 #: Device size seen by the workload (512-byte sectors): 4 GiB, fio's ``size=4g``.
 DEV_SECTORS = 8 << 20
 #: Guest pages reserved as the (never touched) data buffer of every request.
@@ -81,8 +72,6 @@ WARMUP_MAX_S = 5.0
 #: The drain after the window lasts at most this long (virtual s); what is still in flight
 #: then is lost.
 DRAIN_MAX_S = 10.0
-#: Longest window and warm-up accepted (virtual seconds).
-MAX_DURATION_S = 1000.0
 #: Cold compile of the twin's kernels on 2 cores (s), quoted by the first-run notice.
 COMPILE_S = 35
 _INJECT = {"drop": S.INJECT_DROP, "duplicate": S.INJECT_DUPLICATE}
@@ -118,26 +107,22 @@ def _tag_depth(mode: str, ents: int) -> int:
     return LEGACY_NR_REQUESTS if mode == "sq" else ents
 
 
-def _point(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, params,
-           bssplit, rwmixread, rep, max_events=0, inject=None, quiet=False):
+def _point(pt: DesPoint, max_events=0, inject=None, quiet=False) -> dict:
     """One row: the point run once, or, with random placements, once per placement and
     averaged (:func:`_mean_of`)."""
-    p = params
+    p = pt.params
     if p.job_placement:
-        plan = placement_plan(jobs, vcpus, seed, int(p.placements))
+        plan = placement_plan(pt.jobs, pt.vcpus, pt.seed, p.placements)
     else:
-        plan = [(0, 1.0, job_placement(jobs, vcpus, seed, False))]
-    runs = [_run(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, p,
-                 bssplit, rwmixread, v, max_events, inject, quiet) for _, _, v in plan]
+        plan = [(0, 1.0, job_placement(pt.jobs, pt.vcpus, pt.seed, False))]
+    runs = [_run(pt, v, max_events, inject, quiet) for _, _, v in plan]
     strata, weights, _ = zip(*plan, strict=True)
     row = runs[0] if len(runs) == 1 else _mean_of(runs, weights)
     row["iops_se"] = stratified_se(strata, weights, [r["iops"] for r in runs])
-    row["placement_left_out"] = left_out(jobs, vcpus, int(p.placements)) \
+    row["placement_left_out"] = left_out(pt.jobs, pt.vcpus, p.placements) \
         if p.job_placement else 0.0
-    row["point_key"] = des_key(mode, jobs, queues, vcpus, iodepth, duration, warmup,
-                               warmup_ios, seed, rep, p, bssplit, rwmixread)
-    row["rep"] = rep
-    return row
+    row["rep"] = pt.rep
+    return pt.stamp(row)
 
 
 #: Columns of a point's runs (placements) summed, or their largest, instead of averaged:
@@ -164,10 +149,12 @@ def _mean_of(runs: list[dict], weights) -> dict:
     return row
 
 
-def _run(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, p, bssplit,
-         rwmixread, job_vcpu, max_events, inject, quiet):
+def _run(pt: DesPoint, job_vcpu, max_events, inject, quiet) -> dict:
     """Simulate one point with the jobs on the vCPUs ``job_vcpu``."""
-    rings = queues if mode == "mq" else 1
+    p = pt.params
+    mode, jobs, vcpus, iodepth, seed = pt.mode, pt.jobs, pt.vcpus, pt.iodepth, pt.seed
+    duration, warmup = pt.duration_s, pt.warmup_s
+    rings = pt.rings
     # blkfront's lock: one per ring (ring_lock, Linux 4.6), or one io_lock for the device
     nflocks = rings if p.fe_lock_per_ring else 1
     dom0 = int(p.dom0_vcpus)
@@ -176,7 +163,7 @@ def _run(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed,
                             vcpus, dom0)
     fe = new_blkfront(conn, touch_data=False)
     be = new_blkback(conn, new_vbd("null", DEV_SECTORS), defer=True)
-    wl = new_workload(bssplit, rwmixread, DEV_SECTORS)
+    wl = new_workload(pt.bssplit, pt.rwmixread, DEV_SECTORS)
     ents = int(conn.nr_ents)
     open_loop = p.arrival_ns > 0
     maxio = 65536 if open_loop else jobs * iodepth
@@ -190,7 +177,7 @@ def _run(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed,
             buf_pfn=buf_pfn, open=int(open_loop), ssd=int(p.device_ssd),
             channels=int(p.ssd_channels), nflocks=nflocks, belock=nflocks,
             max_events=max_events,
-            warm_ios=_warmup_ios(warmup_ios, p, jobs, iodepth),
+            warm_ios=_warmup_ios(pt),
             drain_max=int(DRAIN_MAX_S * 1e9),
             tag_depth=_tag_depth(mode, ents) if p.tag_wait else 0).items():
         s[name] = value
@@ -279,22 +266,34 @@ def _run(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed,
     return row
 
 
-def _warmup_ios(warmup_ios, params, jobs, iodepth) -> int:
-    if warmup_ios is not None:
-        return int(warmup_ios)
-    return 0 if params.arrival_ns > 0 else WARMUP_CYCLES * jobs * iodepth
+def _warmup_ios(pt: DesPoint) -> int:
+    if pt.warmup_ios is not None:
+        return pt.warmup_ios
+    return 0 if pt.params.arrival_ns > 0 else WARMUP_CYCLES * pt.jobs * pt.iodepth
 
 
-def des_key(mode, jobs, queues, vcpus, iodepth, duration, warmup, warmup_ios, seed, rep,
-            params, bssplit=IOMETER_BSSPLIT, rwmixread=IOMETER_RWMIXREAD) -> str:
-    """The :func:`xbq.engines.schema.point_key` of one simulated point (every input of the run)."""
-    return point_key({"engine": "des", "mode": mode, "jobs": int(jobs), "queues": int(queues),
-                      "vcpus": int(vcpus), "iodepth": int(iodepth), "duration": float(duration),
-                      "warmup": float(warmup),
-                      "warmup_ios": _warmup_ios(warmup_ios, params, jobs, iodepth),
-                      "seed": int(seed),
-                      "rep": int(rep), "params": params.to_dict(), "bssplit": bssplit,
-                      "rwmixread": float(rwmixread)})
+def simulate_point(point: DesPoint, *, quiet: bool = False, max_events: int = 0,
+                   _inject: tuple | None = None) -> dict:
+    """Simulate one point; return its row (:data:`xbq.engines.schema.COLUMNS`, then the
+    columns listed in this module's docstring; ``config`` and ``point_key`` the point's).
+
+    Parameters
+    ----------
+    point : DesPoint
+        Everything the run depends on (checked when it was made).
+    quiet : bool
+        No "compiling" notice on a cold cache (it is also silent when stderr is no terminal).
+    max_events : int
+        Test hook: stop after this many events (0: no limit).
+
+    Raises
+    ------
+    XbqError
+        A run that ends before its warm-up, loses or duplicates a request.
+    """
+    if not isinstance(point, DesPoint):
+        raise XbqError(f"simulate_point takes a DesPoint, not {type(point).__name__}")
+    return _point(point, int(max_events), _inject, quiet)
 
 
 def simulate(mode: str, jobs: int | Sequence[int], queues: int = 16, vcpus: int = 16,
@@ -338,33 +337,18 @@ def simulate(mode: str, jobs: int | Sequence[int], queues: int = 16, vcpus: int 
     Returns
     -------
     pandas.DataFrame
-        One row per ``jobs`` value: :data:`xbq.engines.schema.COLUMNS` then the columns listed in
-        this module's docstring.
+        One row per ``jobs`` value (:func:`simulate_point` of each :class:`DesPoint`).
     """
-    p = params if params is not None else DesParams()
-    job_list, wu, wi = check_simulate(mode, jobs, queues, vcpus, iodepth, duration, seed,
-                                      warmup, warmup_ios)
-    rows = [_point(mode, int(j), int(queues), int(vcpus), int(iodepth), float(duration), wu, wi,
-                   int(seed), p, bssplit, rwmixread, rep, int(max_events), _inject, quiet)
-            for j in job_list]
-    return to_frame(rows)
+    points = points_of(mode, jobs, queues=queues, vcpus=vcpus, iodepth=iodepth,
+                       duration_s=duration, warmup_s=warmup, warmup_ios=warmup_ios,
+                       seed=seed, rep=rep, bssplit=bssplit, rwmixread=rwmixread,
+                       params=params if params is not None else DesParams())
+    return to_frame([simulate_point(pt, quiet=quiet, max_events=max_events, _inject=_inject)
+                     for pt in points])
 
 
-def check_simulate(mode, jobs, queues, vcpus, iodepth, duration, seed, warmup=None,
-                   warmup_ios=None):
-    """Check :func:`simulate`'s arguments (one line per bad value, before any compilation).
-
-    Returns ``(jobs as a list, warm-up in s, warm-up I/Os or None)``.
-    """
-    if mode not in MODES:
-        raise XbqError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+def points_of(mode, jobs, **settings) -> list[DesPoint]:
+    """One :class:`DesPoint` per value of ``jobs`` (an int or a list), the other settings
+    shared; every point is checked before the first one runs."""
     job_list = check_ints("jobs", jobs, 1, MAX_JOBS)
-    check_int("queues", queues, 1, MAX_QUEUES)
-    check_int("vcpus", vcpus, 1, MAX_VCPUS)
-    check_int("iodepth", iodepth, 1, MAX_IODEPTH)
-    duration = check_seconds("duration", duration, MAX_DURATION_S)
-    check_seed(seed)
-    wu = max(0.1 * duration, 0.002) if warmup is None else \
-        check_seconds("warmup", warmup, MAX_DURATION_S, positive=False)
-    wi = None if warmup_ios is None else check_int("warmup_ios", warmup_ios, 0, 1 << 62)
-    return job_list, wu, wi
+    return [DesPoint(mode=mode, jobs=j, **settings) for j in job_list]

@@ -8,7 +8,9 @@ atomics and the frontend lock of the driver being measured
 in ``mq`` mode. See ``docs/native.md``.
 
 Public API: :func:`measure` (a tidy frame in the :mod:`xbq.engines.schema` schema,
-``engine="native"``), :func:`xbq.engines.native.runner.run_point` for one point.
+``engine="native"``); :func:`points` and :func:`measure_point` (a checked
+:class:`~xbq.engines.native.point.NativePoint` each, and its row), which
+:func:`xbq.study.results.run_points` runs into a results store.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD
 
 WORKLOADS = {"iometer": (IOMETER_BSSPLIT, IOMETER_RWMIXREAD)}
 
-__all__ = ["measure", "WORKLOADS"]
+__all__ = ["measure", "measure_point", "points", "WORKLOADS"]
 
 
 def _as_list(value, name):
@@ -29,9 +31,52 @@ def _as_list(value, name):
     return values
 
 
+def points(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload="iometer",
+           device="null", ring_page_order=0, lock="ticket", duration=2.0, warmup=0.5, reps=1,
+           seed=0, *, bssplit=None, rwmixread=None, dev_sectors=None,
+           backend_max_queues=16) -> list:
+    """The :class:`~xbq.engines.native.point.NativePoint` of every (rep, jobs, mode), checked.
+
+    Points run repetition by repetition, and within one, job count by job count with the
+    modes side by side, so that a change in what else runs on the machine hits every series
+    alike instead of biasing the one measured last. Arguments as :func:`measure`'s.
+    """
+    from xbq.engines.native.point import NativePoint
+
+    modes = _as_list(mode, "mode")
+    job_list = _as_list(jobs, "jobs")
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise XbqError(f"reps must be an integer >= 1, not {reps!r}")
+    if workload in WORKLOADS:
+        ws, wr = WORKLOADS[workload]
+    elif isinstance(workload, str) and "/" in workload:
+        ws, wr = workload, IOMETER_RWMIXREAD
+    else:
+        raise XbqError(f"unknown workload {workload!r}; use 'iometer' or a fio bssplit")
+    ws = bssplit if bssplit is not None else ws
+    wr = rwmixread if rwmixread is not None else wr
+    return [NativePoint(mode=m, jobs=j, queues=queues, vcpus=vcpus, iodepth=iodepth,
+                        bssplit=ws, rwmixread=wr, device=device,
+                        ring_page_order=ring_page_order, lock=lock, duration_s=duration,
+                        warmup_s=warmup, seed=seed, rep=rep, dev_sectors=dev_sectors,
+                        backend_max_queues=backend_max_queues)
+            for rep in range(reps) for j in job_list for m in modes]
+
+
+def measure_point(point, *, stall_s: float = 3.0, lock_timeout_s: float = 10.0) -> dict:
+    """Measure one :class:`~xbq.engines.native.point.NativePoint`; return its row.
+
+    ``stall_s`` and ``lock_timeout_s`` are the watchdog's and a lock waiter's limits (s).
+    """
+    from xbq.engines.native.runner import NativeConfig, run_point
+
+    return run_point(NativeConfig(**point.model_dump(exclude={"engine"}), stall_s=stall_s,
+                                  lock_timeout_s=lock_timeout_s))
+
+
 def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload="iometer",
             device="null", ring_page_order=0, lock="ticket", duration=2.0, warmup=0.5, reps=1,
-            seed=0, store=None, *, bssplit=None, rwmixread=None, dev_sectors=None,
+            seed=0, *, bssplit=None, rwmixread=None, dev_sectors=None,
             backend_max_queues=16, stall_s=3.0, lock_timeout_s=10.0, progress=None):
     """Measure IOPS of blkfront/blkback on real threads; one row per (mode, jobs, rep).
 
@@ -61,21 +106,15 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
     reps : int
         Repetitions of each point (seeded ``SeedSequence([seed, rep])``).
     seed : int
-    store : xbq.study.results.ResultsStore or callable, optional
-        Each point is appended to it the moment it is measured; points it already holds
-        (same configuration, by ``point_key``) are not measured again and come back from it.
-        A callable is called (with no argument) to make the store once every argument has
-        been checked, so a bad argument touches no file.
     bssplit, rwmixread : optional
         Override the workload's block-size split / read percentage.
     dev_sectors, backend_max_queues, stall_s, lock_timeout_s :
         Device size (512-byte sectors), blkback's ``max_queues``, watchdog and lock timeouts (s).
     progress : callable, optional
-        Called with each row as it is measured (or found in ``store``).
+        Called with each row as it is measured.
 
-    Points run repetition by repetition, and within one, job count by job count with the
-    modes side by side, so that a change in what else runs on the machine hits every series
-    alike instead of biasing the one measured last.
+    To store each point as it is measured and resume an interrupted run, give
+    :func:`points` and :func:`measure_point` to :func:`xbq.study.results.run_points`.
 
     Returns
     -------
@@ -89,43 +128,17 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
         Bad arguments (one line), a stalled run, a lock timeout, a lost or duplicated request,
         a data mismatch.
     """
-    from xbq.engines.native.runner import NativeConfig, check_config, config_key, run_point
+    from xbq.checks import check_seconds
+    from xbq.engines.native.point import MAX_DURATION_S
 
-    modes = _as_list(mode, "mode")
-    job_list = _as_list(jobs, "jobs")
-    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
-        raise XbqError(f"reps must be an integer >= 1, not {reps!r}")
-    if workload in WORKLOADS:
-        ws, wr = WORKLOADS[workload]
-    elif isinstance(workload, str) and "/" in workload:
-        ws, wr = workload, IOMETER_RWMIXREAD
-    else:
-        raise XbqError(f"unknown workload {workload!r}; use 'iometer' or a fio bssplit")
-    ws = bssplit if bssplit is not None else ws
-    wr = rwmixread if rwmixread is not None else wr
-    configs = [NativeConfig(mode=m, jobs=j, queues=queues, vcpus=vcpus, iodepth=iodepth,
-                            bssplit=ws, rwmixread=wr, device=device,
-                            ring_page_order=ring_page_order, lock=lock, duration_s=duration,
-                            warmup_s=warmup, seed=seed, rep=rep, dev_sectors=dev_sectors,
-                            backend_max_queues=backend_max_queues, stall_s=stall_s,
-                            lock_timeout_s=lock_timeout_s)
-               for rep in range(reps) for j in job_list for m in modes]
-    for cfg in configs:  # every point is checked before the first one runs
-        check_config(cfg)
-    if callable(store):
-        store = store()
-    done = store.done() if store is not None else set()
-    stored = {r["point_key"]: r for r in store.rows(done)} if done else {}
+    pts = points(mode, jobs, queues, vcpus, iodepth, workload, device, ring_page_order, lock,
+                 duration, warmup, reps, seed, bssplit=bssplit, rwmixread=rwmixread,
+                 dev_sectors=dev_sectors, backend_max_queues=backend_max_queues)
+    check_seconds("the watchdog timeout", stall_s, MAX_DURATION_S)
+    check_seconds("the lock timeout", lock_timeout_s, MAX_DURATION_S)
     rows = []
-    for cfg in configs:
-        key = config_key(cfg)
-        if key in stored:
-            row = stored[key]
-        else:
-            row = run_point(cfg)
-            if store is not None:
-                store.append([row])
-        rows.append(row)
+    for p in pts:
+        rows.append(measure_point(p, stall_s=stall_s, lock_timeout_s=lock_timeout_s))
         if progress is not None:
-            progress(row)
+            progress(rows[-1])
     return to_frame(rows)

@@ -34,16 +34,8 @@ from xbq.blkif.blkfront import (
     new_blkfront,
 )
 from xbq.blkif.negotiate import negotiate
-from xbq.blkif.vbd import VBD_KINDS, new_vbd
-from xbq.checks import (
-    MAX_IODEPTH,
-    MAX_NATIVE_JOBS,
-    MAX_QUEUES,
-    MAX_VCPUS,
-    check_int,
-    check_seconds,
-    check_seed,
-)
+from xbq.blkif.vbd import new_vbd
+from xbq.checks import check_seconds
 from xbq.engines.native import loops as K
 from xbq.engines.native.locks import (
     LK_ACQUIRED,
@@ -57,7 +49,12 @@ from xbq.engines.native.locks import (
     new_locks,
     new_mcs_nodes,
 )
-from xbq.engines.schema import point_key
+from xbq.engines.native.point import (
+    DEFAULT_BACKEND_MAX_QUEUES,
+    MAX_DURATION_S,
+    MODES,
+    NativePoint,
+)
 from xbq.errors import XbqError
 from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, max_block_sectors, new_workload
 from xbq.workload.hist import hist_mean, hist_quantiles, new_hist
@@ -65,12 +62,7 @@ from xbq.workload.rng import new_streams
 from xbq.xen.abi import BLKFRONT_MAX_INDIRECT_SEGMENTS
 from xbq.xen.ring import sring_header
 
-MODES = ("sq", "mq")
-#: blkback's ``max_queues`` default is the backend domain's online CPUs; negotiate's dom0 has 16.
-DEFAULT_BACKEND_MAX_QUEUES = 16
 DEV_NAME = "1.xvda"  # blkback names its ring threads "<domid>.<devname>-<ring>"
-#: Longest measured window, warm-up or timeout accepted (s): a day.
-MAX_DURATION_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -136,46 +128,23 @@ class NativeConfig:
     extra: dict = field(default_factory=dict)
 
 
-def check_config(cfg: NativeConfig) -> None:
-    """Refuse a bad point with a one-line :class:`XbqError` before anything is built."""
-    if cfg.mode not in MODES:
-        raise XbqError(f"unknown mode {cfg.mode!r}; choose sq or mq")
-    check_int("jobs", cfg.jobs, 1, MAX_NATIVE_JOBS)
-    check_int("queues", cfg.queues, 1, MAX_QUEUES)
-    check_int("vcpus", cfg.vcpus, 1, MAX_VCPUS)
-    check_int("iodepth", cfg.iodepth, 1, MAX_IODEPTH)
-    check_int("backend_max_queues", cfg.backend_max_queues, 1, MAX_QUEUES)
-    check_seed(cfg.seed)
-    if cfg.mode == "mq":
-        if cfg.queues > cfg.backend_max_queues:
-            raise XbqError(f"{cfg.queues} queues exceed the backend's maximum of "
-                           f"{cfg.backend_max_queues} (multi-queue-max-queues)")
-        if cfg.queues > cfg.vcpus:
-            raise XbqError(f"{cfg.queues} queues exceed the {cfg.vcpus} vCPUs "
-                           "(blkfront caps max_queues at the online vCPUs)")
-    lock_kind(cfg.lock)
-    if cfg.device not in VBD_KINDS:
-        raise XbqError(f"unknown device {cfg.device!r}; choose null or ramdisk")
-    check_int("ring page order", cfg.ring_page_order, 0, 4)
-    check_seconds("duration", cfg.duration_s, MAX_DURATION_S)
-    check_seconds("warmup", cfg.warmup_s, MAX_DURATION_S, positive=False)
-    check_seconds("the watchdog timeout", cfg.stall_s, MAX_DURATION_S)
-    check_seconds("the lock timeout", cfg.lock_timeout_s, MAX_DURATION_S)
-    if cfg.dev_sectors is not None:
-        check_int("dev_sectors", cfg.dev_sectors, 1, 1 << 40)
-    new_workload(cfg.bssplit, cfg.rwmixread)  # a bad bssplit or rwmixread: one line
-
-
 #: NativeConfig fields that are test hooks or bookkeeping, not part of what is measured.
 _NOT_CONFIG = ("extra", "inject", "stall_ring", "stall_after", "stall_s", "lock_timeout_s")
 
 
-def config_key(cfg: NativeConfig) -> str:
-    """The point's :func:`xbq.engines.schema.point_key` (every measured setting, no test hook)."""
-    from dataclasses import asdict
+def point_of(cfg: NativeConfig) -> NativePoint:
+    """The :class:`NativePoint` a configuration measures (checked; one line if bad)."""
+    from dataclasses import fields
 
-    return point_key({"engine": "native", **{k: v for k, v in asdict(cfg).items()
-                                             if k not in _NOT_CONFIG}})
+    return NativePoint(**{f.name: getattr(cfg, f.name) for f in fields(cfg)
+                          if f.name not in _NOT_CONFIG})
+
+
+def check_config(cfg: NativeConfig) -> None:
+    """Refuse a bad point with a one-line :class:`XbqError` before anything is built."""
+    point_of(cfg)
+    check_seconds("the watchdog timeout", cfg.stall_s, MAX_DURATION_S)
+    check_seconds("the lock timeout", cfg.lock_timeout_s, MAX_DURATION_S)
 
 
 def _connect(cfg: NativeConfig, sectors: int, buffer_pages: int):
@@ -556,7 +525,7 @@ def _row(pt: _Point, s0: dict, s1: dict, elapsed: float, acct) -> dict:
         "requests_per_be_batch": bs[BS_REQUESTS] / max(bs[BS_BATCHES], 1),
         "cpu_s": cpu, "cpu_util": cpu / dt, "cpu_us_per_io": cpu / max(ios, 1) * 1e6,
         "threads": pt.J + pt.R, "usable_cpus": len(os.sched_getaffinity(0)),
-        "data_verified": pt.data, "elapsed_s": elapsed, "point_key": config_key(cfg),
+        "data_verified": pt.data, "elapsed_s": elapsed,
     }
 
 
@@ -575,7 +544,7 @@ def run_point(cfg: NativeConfig) -> dict:
     acct = _check_exactly_once(pt)
     if pt.data:
         _check_disk(pt)
-    return _row(pt, s0, s1, elapsed, acct)
+    return point_of(cfg).stamp(_row(pt, s0, s1, elapsed, acct))
 
 
 __all__ = ["NativeConfig", "run_point", "check_config", "blk_mq_map_queues", "MODES"]

@@ -51,6 +51,20 @@ def test_des_frames_bit_for_bit():
     assert not bad, f"frames differ for {bad[:5]}"
 
 
+def test_des_placement_frames_bit_for_bit():
+    """Points averaged over several placements of the jobs: every column bit for bit."""
+    import pandas as pd
+
+    buf = io.StringIO()
+    record.des_placement_frames().to_csv(buf, index=False, float_format="%.17g")
+    old = pd.read_csv(GOLDEN / "des-placements.csv", dtype=str, keep_default_na=False)
+    new = pd.read_csv(io.StringIO(buf.getvalue()), dtype=str, keep_default_na=False)
+    assert list(new.columns) == list(old.columns), "columns differ"
+    bad = [(name, c) for c in old.columns for name, a, b in
+           zip(old["golden"], old[c], new[c], strict=True) if a != b]
+    assert not bad, f"frames differ: {bad[:8]}"
+
+
 #: Counters added since the golden outputs were recorded (each zero in every golden run).
 NEW_COUNTERS = {"back": {"map_errors"}}
 

@@ -10,6 +10,10 @@ What is recorded:
 * ``des.csv``: discrete-event frames for a spread of configurations (``CONFIGS``: sq, mq1,
   mq; 1-64 jobs; physical CPUs off and on; ticket and MCS; null and SSD; ring orders 0 and
   2; indirect on and off; open and closed loops; fixed seeds), every column but ``wall_s``;
+* ``des-placements.csv`` (recorded at 57a260d, before issue 19 connected each point once for
+  all its placements): frames of points averaged over several random placements of the
+  jobs (``PLACEMENT_CONFIGS``, the committed calibration's costs), every column but
+  ``wall_s``;
 * ``loopback.json``: the one-thread exchange of several devices (counters, bytes);
 * ``negotiate.json``: the XenStore trees and outcomes of several handshakes (recorded again
   for issue 18, when each domain got its own event-channel ports, numbered from 1 as Xen
@@ -53,6 +57,19 @@ CONFIGS = [
 ]
 DURATION = 0.004  # virtual seconds: short, but past the warm-up of every point
 SEED = 7
+#: (name, simulate() keyword arguments, overrides of the committed calibration): points of
+#: several placements each, so a run that reuses state between placements shows.
+PLACEMENT_CONFIGS = [
+    ("mq-16-p4", dict(mode="mq", jobs=16), {"placements": 4}),
+    ("mq-4-p3-q4", dict(mode="mq", jobs=4, queues=4, vcpus=8), {"placements": 3}),
+    ("sq-8-p3", dict(mode="sq", jobs=8), {"placements": 3}),
+    ("mq1-8-p2", dict(mode="mq1", jobs=8), {"placements": 2}),
+    ("mq-32-p2-mcs-order2", dict(mode="mq", jobs=32), {"placements": 2, "lock_mcs": True,
+                                                       "ring_page_order": 2}),
+    ("mq-16-p2-nopersist-noindirect", dict(mode="mq", jobs=16),
+     {"placements": 2, "persistent": False, "max_indirect": 0}),
+    ("mq-16-p2-ssd", dict(mode="mq", jobs=16), {"placements": 2, "device_ssd": True}),
+]
 
 
 def golden_params(**over):
@@ -81,6 +98,24 @@ def des_frames():
         df = simulate(kw.pop("mode"), kw.pop("jobs"), duration=DURATION, seed=SEED,
                       params=golden_params(**over), **kw)
         frames.append(df.drop(columns=["wall_s", "config"]).assign(golden=name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def des_placement_frames():
+    import pandas as pd
+
+    from xbq.engines.des.params import load_params
+    from xbq.engines.des.simulate import simulate
+    from xbq.study.paths import data_dir
+
+    base = load_params(data_dir() / "calibrated" / "des-params.json")
+    assert base.job_placement, "the committed calibration places jobs at random"
+    frames = []
+    for name, kw, over in PLACEMENT_CONFIGS:
+        kw = {"queues": 16, "vcpus": 16, "iodepth": 64, **kw}
+        df = simulate(kw.pop("mode"), kw.pop("jobs"), duration=DURATION, seed=SEED,
+                      params=base.replace(**over), **kw)
+        frames.append(df.drop(columns=["wall_s", "config", "point_key"]).assign(golden=name))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -140,6 +175,8 @@ def fits():
 
 def main() -> int:
     des_frames().to_csv(HERE / "des.csv", index=False, float_format="%.17g")
+    des_placement_frames().to_csv(HERE / "des-placements.csv", index=False,
+                                  float_format="%.17g")
     (HERE / "loopback.json").write_text(json.dumps(loopbacks(), indent=1, sort_keys=True))
     (HERE / "negotiate.json").write_text(json.dumps(handshakes(), indent=1, sort_keys=True))
     (HERE / "fit.json").write_text(json.dumps(fits(), indent=1, sort_keys=True))

@@ -80,13 +80,13 @@ def test_one_frontend_lock_for_every_ring_is_the_io_lock_of_one_ring():
 def test_a_point_with_random_placements_is_the_weighted_mean_over_its_placements():
     from xbq.engines.des.placement import left_out, placement_plan, stratified_se
     from xbq.engines.des.point import DesPoint
-    from xbq.engines.des.simulate import _run
+    from xbq.engines.des.simulate import _pair, _run
 
     p = BASE.replace(tag_wait=1.0, job_placement=1.0, placements=4.0)
     row = run("mq", 8, p, duration=0.005)
     plan = placement_plan(8, 16, 1, 4)
     pt = DesPoint(mode="mq", jobs=8, duration_s=0.005, seed=1, params=p)
-    runs = [_run(pt, v, 0, None, True) for _, _, v in plan]
+    runs = [_run(pt, _pair(pt), v, 0, None, True) for _, _, v in plan]  # a fresh device each
     strata, weights, _ = zip(*plan, strict=True)
     iops = [r["iops"] for r in runs]
     assert row["iops"] == pytest.approx(float(np.dot(weights, iops)), rel=1e-12)

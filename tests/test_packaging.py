@@ -66,7 +66,7 @@ LAYERS = [
     ["blkif.blkfront", "blkif.blkback"],
     ["blkif.blk_mq", "blkif.blkfront_xenbus", "blkif.blkback_xenbus"],
     ["blkif.negotiate"],
-    ["blkif.loopback", "blkif.fuzz", "engines.schema"],
+    ["blkif.loopback", "blkif.fuzz", "blkif.pair", "engines.schema"],
     ["engines.native", "engines.des"],
     ["models"],
     ["fit"],

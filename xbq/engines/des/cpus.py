@@ -100,7 +100,7 @@ def pcpu_wake(sim, cpus, prq, heap, P, c, t):
         sim.pfree -= 1
         pcpu_run(sim, cpus, heap, P, c, t)
     else:
-        pcpu_wait(sim, cpus, prq, c, t, P.pcpu_boost != 0.0)
+        pcpu_wait(sim, cpus, prq, c, t, P.pcpu_boost != 0)
 
 
 @kernel(forceinline=True)
@@ -179,7 +179,7 @@ def dispatch(sim, cpus, runq, prq, heap, P, cpu, t):
         if c.idle == 0:
             c.idle = 1
             c.busy += clip(c.busy_since, t, sim.t_warm, sim.t_end)
-            if P.pcpus > 0.0:  # (out of line: the pool is off by default)
+            if P.pcpus > 0:  # (out of line: the pool is off by default)
                 pcpu_block(sim, cpus, prq, heap, P, cpu, t)
         return
     start = t
@@ -188,7 +188,7 @@ def dispatch(sim, cpus, runq, prq, heap, P, cpu, t):
         if cpu < sim.vcpus:  # a guest vCPU blocked in Xen is woken first (vcpu_wake_ns)
             start = t + ns(P.vcpu_wake_ns)
         c.busy_since = start
-        if P.pcpus > 0.0:
+        if P.pcpus > 0:
             pcpu_wake(sim, cpus, prq, heap, P, cpu, t)
     c.cur = code
     c.phase = PH_START

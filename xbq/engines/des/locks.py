@@ -51,6 +51,6 @@ def lock_release(sim, cpus, heap, locks, lockq, P, lk, cpu, t):
         lock.n = k - 1
         lock.holder = nxt
         ho = P.handoff_base_ns
-        if P.lock_mcs == 0.0:
+        if P.lock_mcs == 0:
             ho += P.handoff_per_waiter_ns * k
         phase(sim, cpus, heap, nxt, t + ns(ho), t)

@@ -24,6 +24,8 @@ from xbq.errors import XbqError
 
 #: Time parameters that cannot be switched off with 0 (time slices).
 NOT_SWITCHABLE = frozenset({"quantum_ns", "pcpu_slice_ns"})
+#: Physical range of every field: ``(lo, hi)`` (filled below, from the fields).
+PHYSICAL: dict = {}
 
 
 def _cost(default: float, lo: float, hi: float, doc: str):
@@ -40,16 +42,10 @@ def _count(default: int, doc: str):
     return Field(default, description=doc, json_schema_extra={"unit": ""})
 
 
-class DesParams(BaseModel):
-    """Costs and machine constants of the twin (times in virtual nanoseconds).
+class Costs(BaseModel):
+    """The twin's costs, in virtual nanoseconds: what a calibration fits (bounded floats)."""
 
-    Defaults describe a 2015 two-socket x86 host running a 16-vCPU PV guest against
-    null_blk in dom0; ``data/calibrated/`` holds the values fitted to the seed table.
-    Construct with keywords; a bad value raises a one-line :class:`XbqError`.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False,
-                              title="xbq twin parameters")
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)
 
     # --- guest: fio and the block layer -------------------------------------------------
     submit_ns: float = _cost(6000.0, 500.0, 50000.0,
@@ -77,42 +73,21 @@ class DesParams(BaseModel):
         'a guest vCPU blocked in Xen (idle) woken by an event: vcpu_unblock, the '
         "scheduler's tickle IPI, the switch into the vCPU, before it runs anything (0: "
         'off, the default and the golden outputs; physically 1-50 µs)')
-    tag_wait: Switch = _switch(False,
-        '1: a job whose queue has no free request sleeps in blk_mq_get_tag until a '
-        'completion frees one (blk-mq tags = ring slots; legacy sq: nr_requests 128); 0: '
-        'requests beyond the ring wait on the stopped queue and the job never sleeps for '
-        'them')
     quantum_ns: float = _cost(3000000.0, 100000.0, 100000000.0,
         'time slice before a runnable thread yields to another on its CPU')
     think_ns: float = _cost(0.0, 0.0, 1000000000.0,
         'mean think time of a job between a completion and its next submission (0: none; '
         'test hook for the repairman model)')
-    think_exp: Switch = _switch(True, '1: think time exponential, 0: deterministic')
     arrival_ns: float = _cost(0.0, 0.0, 1000000000.0,
         'mean Poisson inter-arrival time per job (0: closed loop with iodepth; >0: open '
         'arrivals, test hook for M/M/1, M/M/c, M/D/1)')
-    job_placement: Switch = _switch(False,
-        '0: job j on vCPU j % vcpus (fio pinned, cpus_allowed); 1: each job on a '
-        'uniformly random vCPU (unpinned jobs: the guest scheduler places them), the '
-        'point averaged over `placements` draws')
-    placements: Int(1, 1024) = _count(1,
-        'with job_placement=1: random placements each point is simulated with, stratified'
-        " by the vCPUs in use (the same I/O streams in each); the point's figures are "
-        'their weighted mean, iops_se the standard error of its IOPS: the expectation '
-        'over where the guest scheduler puts unpinned jobs')
+
     # --- physical CPUs (Xen's scheduler) ----------------------------------------------------
-    pcpus: Int(0, 256) = _count(0,
-        "physical CPUs shared by the guest's and dom0's vCPUs (0: every vCPU has one of "
-        'its own); a runnable vCPU without one waits, its work and any lock it holds or '
-        'is handed frozen')
     pcpu_slice_ns: float = _cost(1000000.0, 100000.0, 30000000.0,
         'Xen time slice of a vCPU on a pCPU while others wait (credit1: 30 ms slice, 1 ms'
         ' rate limit)')
-    pcpu_boost: Switch = _switch(True,
-        "1: a vCPU waking from idle joins the head of the pCPU run queue (credit1's "
-        'BOOST), 0: the tail')
+
     # --- locks ---------------------------------------------------------------------------
-    lock_mcs: Switch = _switch(False, '0: ticket spinlock, 1: MCS queue lock')
     lock_acquire_ns: float = _cost(50.0, 0.0, 2000.0,
         'uncontended acquire (one cache-line transfer)')
     handoff_base_ns: float = _cost(100.0, 0.0, 5000.0,
@@ -120,10 +95,7 @@ class DesParams(BaseModel):
     handoff_per_waiter_ns: float = _cost(150.0, 0.0, 5000.0,
         'ticket lock only: extra hand-off per waiter spinning at the release (cache-line '
         'broadcast, §4 c/2)')
-    fe_lock_per_ring: Switch = _switch(True,
-        "mq: 1, blkfront takes one lock per ring (ring_lock, from 'xen/blkfront: split "
-        "per device io_lock', Linux 4.6); 0, one io_lock per device, taken by every "
-        "ring's queue_rq and interrupt handler (the series before that patch)")
+
     # --- event channels ------------------------------------------------------------------
     evtchn_send_ns: float = _cost(1000.0, 50.0, 10000.0,
         "EVTCHNOP_send hypercall, charged to the sender's CPU")
@@ -131,8 +103,8 @@ class DesParams(BaseModel):
         'from the send to the upcall on the receiving vCPU')
     be_wake_ns: float = _cost(3000.0, 0.0, 100000.0,
         "dom0: from the backend's upcall to its thread running")
+
     # --- backend (dom0) ------------------------------------------------------------------
-    dom0_vcpus: Int(1, 64) = _count(16, 'dom0 vCPUs the backend threads run on')
     be_batch_ns: float = _cost(1000.0, 0.0, 20000.0,
         'per __do_block_io_op pass: loop, barriers, final check')
     be_req_ns: float = _cost(2000.0, 100.0, 50000.0,
@@ -147,18 +119,76 @@ class DesParams(BaseModel):
         "per request, held under one device-wide backend lock that every ring's thread "
         "takes once per request it consumes (the RFC's pers_gnts_lock around the shared "
         'persistent-grant tree); 0 turns the lock off')
+
+    # --- device --------------------------------------------------------------------------
+    null_ns: float = _cost(2000.0, 0.0, 1000000.0, 'null device: fixed latency')
+    ssd_base_ns: float = _cost(20000.0, 0.0, 100000000.0, 'SSD: mean service time, fixed part')
+    ssd_per_sector_ns: float = _cost(0.0, 0.0, 100000.0, 'SSD: mean service per 512-B sector')
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _costs_in_bounds(cls, value, info):
+        """Every cost: a finite number in its range (0 allowed where it switches the cost
+        off), never a bool or a string. (In :class:`DesParams` this also sees the machine's
+        fields: they have their own types.)"""
+        if not info.field_name.endswith("_ns"):
+            return value
+        lo, hi = PHYSICAL[info.field_name]
+        return as_number(value, lo if info.field_name in NOT_SWITCHABLE else 0.0, hi)
+
+
+class Machine(BaseModel):
+    """The machine the twin runs: switches (booleans) and counts (integers), chosen, never
+    fitted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)
+
+    # --- guest: fio and the block layer -------------------------------------------------
+    tag_wait: Switch = _switch(False,
+        '1: a job whose queue has no free request sleeps in blk_mq_get_tag until a '
+        'completion frees one (blk-mq tags = ring slots; legacy sq: nr_requests 128); 0: '
+        'requests beyond the ring wait on the stopped queue and the job never sleeps for '
+        'them')
+    think_exp: Switch = _switch(True, '1: think time exponential, 0: deterministic')
+    job_placement: Switch = _switch(False,
+        '0: job j on vCPU j % vcpus (fio pinned, cpus_allowed); 1: each job on a '
+        'uniformly random vCPU (unpinned jobs: the guest scheduler places them), the '
+        'point averaged over `placements` draws')
+    placements: Int(1, 1024) = _count(1,
+        'with job_placement=1: random placements each point is simulated with, stratified'
+        " by the vCPUs in use (the same I/O streams in each); the point's figures are "
+        'their weighted mean, iops_se the standard error of its IOPS: the expectation '
+        'over where the guest scheduler puts unpinned jobs')
+
+    # --- physical CPUs (Xen's scheduler) ----------------------------------------------------
+    pcpus: Int(0, 256) = _count(0,
+        "physical CPUs shared by the guest's and dom0's vCPUs (0: every vCPU has one of "
+        'its own); a runnable vCPU without one waits, its work and any lock it holds or '
+        'is handed frozen')
+    pcpu_boost: Switch = _switch(True,
+        "1: a vCPU waking from idle joins the head of the pCPU run queue (credit1's "
+        'BOOST), 0: the tail')
+
+    # --- locks ---------------------------------------------------------------------------
+    lock_mcs: Switch = _switch(False, '0: ticket spinlock, 1: MCS queue lock')
+    fe_lock_per_ring: Switch = _switch(True,
+        "mq: 1, blkfront takes one lock per ring (ring_lock, from 'xen/blkfront: split "
+        "per device io_lock', Linux 4.6); 0, one io_lock per device, taken by every "
+        "ring's queue_rq and interrupt handler (the series before that patch)")
+
+    # --- backend (dom0) ------------------------------------------------------------------
+    dom0_vcpus: Int(1, 64) = _count(16, 'dom0 vCPUs the backend threads run on')
     be_pools_per_ring: Switch = _switch(False,
         "0: the backend lock above is one per device, shared by every ring's thread (the "
         "2015 RFC); 1: one per ring, as the merged series (Linux 4.6) made blkback's "
         'persistent-grant tree and free-page pool per ring: same hold time, no cross-ring'
         ' contention')
+
     # --- device --------------------------------------------------------------------------
     device_ssd: Switch = _switch(False, '0: null device, 1: SSD-like device')
-    null_ns: float = _cost(2000.0, 0.0, 1000000.0, 'null device: fixed latency')
     ssd_channels: Int(1, 256) = _count(8, 'SSD: parallel channels (servers)')
-    ssd_base_ns: float = _cost(20000.0, 0.0, 100000000.0, 'SSD: mean service time, fixed part')
-    ssd_per_sector_ns: float = _cost(0.0, 0.0, 100000.0, 'SSD: mean service per 512-B sector')
     ssd_exp: Switch = _switch(True, 'SSD service: 1 exponential, 0 deterministic')
+
     # --- ring and features ---------------------------------------------------------------
     ring_page_order: Int(0, 4) = _count(0,
         'negotiated ring-page-order (blkfront 2015 default 0: 32 slots)')
@@ -167,27 +197,30 @@ class DesParams(BaseModel):
     irq_spread: Switch = _switch(True,
         "mq: ring r's event bound to vCPU r (1) or all to vCPU 0 (0)")
 
+
+class DesParams(Machine, Costs):
+    """Costs and machine constants of the twin (times in virtual nanoseconds): the fields of
+    :class:`Costs` and :class:`Machine` in one flat table, as parameter files write them.
+
+    Defaults describe a 2015 two-socket x86 host running a 16-vCPU PV guest against
+    null_blk in dom0; ``data/calibrated/`` holds the values fitted to the seed table.
+    Construct with keywords; a bad value raises a one-line :class:`XbqError`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False,
+                              title="xbq twin parameters")
+
     def __init__(self, **data):
         try:
             super().__init__(**data)
         except ValidationError as exc:
             raise refusal(exc) from None
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _costs_in_bounds(cls, value, info):
-        """Every ``_ns`` field: a finite number in its range (0 allowed where it switches
-        the cost off), never a bool or a string."""
-        if not info.field_name.endswith("_ns"):
-            return value
-        lo, hi = PHYSICAL[info.field_name]
-        return as_number(value, lo if info.field_name in NOT_SWITCHABLE else 0.0, hi)
-
     def to_record(self) -> np.ndarray:
         """The parameters as one :data:`PARAMS_DTYPE` record (the engine's view)."""
         rec = np.zeros(1, PARAMS_DTYPE)
         for n in FIELDS:
-            rec[n] = float(getattr(self, n))
+            rec[n] = getattr(self, n)
         return rec
 
     def replace(self, **changes) -> "DesParams":
@@ -201,24 +234,35 @@ class DesParams(BaseModel):
         """Every field by name: costs as floats, switches as bools, counts as ints."""
         return {n: getattr(self, n) for n in FIELDS}
 
+    @property
+    def costs(self) -> Costs:
+        return Costs.model_construct(**{n: getattr(self, n) for n in COST_FIELDS})
 
-FIELDS = tuple(DesParams.model_fields)
-#: Physical range of every field: ``(lo, hi)``.
-PHYSICAL = {}
+    @property
+    def machine(self) -> Machine:
+        return Machine.model_construct(**{n: getattr(self, n) for n in MACHINE_FIELDS})
+
+
+COST_FIELDS = tuple(Costs.model_fields)
+PHYSICAL.update({n: tuple(f.json_schema_extra["physical"])
+                 for n, f in Costs.model_fields.items()})
+MACHINE_FIELDS = tuple(Machine.model_fields)
+FIELDS = COST_FIELDS + MACHINE_FIELDS
 #: Unit of every field (``"ns"`` or ``""``).
 UNITS = {}
 for _n, _f in DesParams.model_fields.items():
     _extra = _f.json_schema_extra or {}
     UNITS[_n] = _extra.get("unit", "")
     if _n.endswith("_ns"):
-        PHYSICAL[_n] = tuple(_extra["physical"])
+        pass  # its physical range is in PHYSICAL already
     elif _f.annotation is bool:
         PHYSICAL[_n] = (0, 1)
     else:
         _m = {type(c).__name__: c for c in _f.metadata}
         PHYSICAL[_n] = (_m["Ge"].ge, _m["Le"].le)
-#: The parameters as the engine reads them: one float64 field per :class:`DesParams` field.
-PARAMS_DTYPE = np.dtype([(n, "<f8") for n in FIELDS])
+#: The parameters as the engine reads them: one record, a float64 per cost, an int64 per
+#: switch (0 or 1) and count.
+PARAMS_DTYPE = np.dtype([(n, "<f8") for n in COST_FIELDS] + [(n, "<i8") for n in MACHINE_FIELDS])
 
 
 def kind(name: str) -> str:

@@ -43,10 +43,9 @@ import pandas as pd
 
 from xbq._jit import first_compile
 from xbq.blkif.blk_mq import blk_mq_map_queues, new_hw_queues
-from xbq.blkif.blkback import BLKBACK_STATS, new_blkback
-from xbq.blkif.blkfront import BLKFRONT_STATS, blkfront_pages, new_blkfront
-from xbq.blkif.negotiate import negotiate
-from xbq.blkif.vbd import new_vbd
+from xbq.blkif.blkback import BLKBACK_STATS
+from xbq.blkif.blkfront import BLKFRONT_STATS
+from xbq.blkif.pair import blkif_pair, connect_pair
 from xbq.checks import MAX_JOBS, check_ints
 from xbq.engines.des import loop as des_loop
 from xbq.engines.des import state as S
@@ -79,23 +78,6 @@ _FS = {n: i for i, n in enumerate(BLKFRONT_STATS)}
 _BS = {n: i for i, n in enumerate(BLKBACK_STATS)}
 
 
-def connect(nr_rings: int, order: int, persistent: bool, max_indirect: int, sectors: int,
-            vcpus: int, dom0_vcpus: int):
-    """``(conn, buf_pfn)``: a device with ``nr_rings`` rings of ``2**order`` pages, through
-    the real XenStore handshake, and the first guest page of a ``BUF_PAGES``-page data
-    buffer (the twin moves no data)."""
-    pages = blkfront_pages(nr_rings, order, max_indirect) + BUF_PAGES + 64
-    conn = negotiate(vcpus=max(vcpus, nr_rings), max_queues=nr_rings,
-                     backend_max_queues=nr_rings, dom0_vcpus=dom0_vcpus,
-                     max_ring_page_order=order, backend_max_ring_page_order=4,
-                     feature_persistent=persistent, backend_feature_persistent=persistent,
-                     max_indirect_segments=max_indirect, sectors=sectors, front_pages=pages)
-    if not conn.connected or conn.nr_rings != nr_rings:
-        raise XbqError(f"handshake did not give {nr_rings} ring(s): "
-                       f"{conn.error or f'{conn.nr_rings} negotiated'}")
-    return conn, conn.front.alloc_pages(BUF_PAGES)
-
-
 #: Legacy block layer's requests per queue (``BLKDEV_MAX_RQ``, ``q->nr_requests``).
 LEGACY_NR_REQUESTS = 128
 
@@ -115,7 +97,14 @@ def _point(pt: DesPoint, max_events=0, inject=None, quiet=False) -> dict:
         plan = placement_plan(pt.jobs, pt.vcpus, pt.seed, p.placements)
     else:
         plan = [(0, 1.0, job_placement(pt.jobs, pt.vcpus, pt.seed, False))]
-    runs = [_run(pt, v, max_events, inject, quiet) for _, _, v in plan]
+    pair = _pair(pt)
+    if len(plan) > 1:
+        pair.save()
+    runs = []
+    for i, (_, _, v) in enumerate(plan):
+        if i:
+            pair.restore()  # the next placement starts from the connected device again
+        runs.append(_run(pt, pair, v, max_events, inject, quiet))
     strata, weights, _ = zip(*plan, strict=True)
     row = runs[0] if len(runs) == 1 else _mean_of(runs, weights)
     row["iops_se"] = stratified_se(strata, weights, [r["iops"] for r in runs])
@@ -149,20 +138,26 @@ def _mean_of(runs: list[dict], weights) -> dict:
     return row
 
 
-def _run(pt: DesPoint, job_vcpu, max_events, inject, quiet) -> dict:
-    """Simulate one point with the jobs on the vCPUs ``job_vcpu``."""
+def _pair(pt: DesPoint) -> blkif_pair:
+    """The point's device: its rings through the real handshake, the twin's data buffer
+    (never touched: the twin moves no data)."""
+    p = pt.params
+    return connect_pair(pt.rings, vcpus=pt.vcpus, dom0_vcpus=p.dom0_vcpus, sectors=DEV_SECTORS,
+                        ring_page_order=p.ring_page_order, persistent=p.persistent,
+                        max_indirect=p.max_indirect, data_pages=BUF_PAGES, device="null",
+                        touch_data=False, defer=True)
+
+
+def _run(pt: DesPoint, pair: blkif_pair, job_vcpu, max_events, inject, quiet) -> dict:
+    """Simulate one point on its connected ``pair`` with the jobs on the vCPUs ``job_vcpu``."""
     p = pt.params
     mode, jobs, vcpus, iodepth, seed = pt.mode, pt.jobs, pt.vcpus, pt.iodepth, pt.seed
     duration, warmup = pt.duration_s, pt.warmup_s
     rings = pt.rings
     # blkfront's lock: one per ring (ring_lock, Linux 4.6), or one io_lock for the device
     nflocks = rings if p.fe_lock_per_ring else 1
-    dom0 = int(p.dom0_vcpus)
-    order = int(p.ring_page_order)
-    conn, buf_pfn = connect(rings, order, bool(p.persistent), int(p.max_indirect), DEV_SECTORS,
-                            vcpus, dom0)
-    fe = new_blkfront(conn, touch_data=False)
-    be = new_blkback(conn, new_vbd("null", DEV_SECTORS), defer=True)
+    dom0 = p.dom0_vcpus
+    conn, fe, be, buf_pfn = pair.conn, pair.front, pair.back, pair.buf_pfn
     wl = new_workload(pt.bssplit, pt.rwmixread, DEV_SECTORS)
     ents = int(conn.nr_ents)
     open_loop = p.arrival_ns > 0

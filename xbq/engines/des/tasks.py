@@ -260,7 +260,7 @@ def io_done(sim, cpus, runq, prq, heap, jobs, ios, streams, drings, P, tag, t):
         tag_free(sim, cpus, runq, prq, heap, jobs, drings, P, jobs[j].ring, t)
     if not sim.open:
         if P.think_ns > 0.0:
-            z = rng_exponential(streams[j], P.think_ns) if P.think_exp != 0.0 else P.think_ns
+            z = rng_exponential(streams[j], P.think_ns) if P.think_exp != 0 else P.think_ns
             push(heap, sim, t + ns(z), np.int64(EV_THINK), j)
         else:
             jobs[j].credits += 1
@@ -367,7 +367,7 @@ def dev_start(sim, heap, streams, dq, P, code, nsect, t):
     if sim.dev_busy < sim.channels:
         sim.dev_busy += 1
         mean = P.ssd_base_ns + P.ssd_per_sector_ns * nsect
-        d = rng_exponential(streams[streams.shape[0] - 1], mean) if P.ssd_exp != 0.0 else mean
+        d = rng_exponential(streams[streams.shape[0] - 1], mean) if P.ssd_exp != 0 else mean
         di = ns(d)
         sim.acc_dev_busy += clip(t, t + di, w0, w1)
         push(heap, sim, t + di, np.int64(EV_DEV), code)
@@ -491,7 +491,7 @@ def on_backend_phase(sim, cpus, runq, prq, heap, streams, drings, locks, lockq, 
                      cpu, a, ph, t):
     """One step of ring ``a``'s blkback thread (see the module docstring)."""
     c = cpus[cpu]
-    belock = sim.belock + (a if P.be_pools_per_ring != 0.0 else 0)
+    belock = sim.belock + (a if P.be_pools_per_ring != 0 else 0)
     if ph == PH_START or ph == PH_BE_LOOP:  # (re)start the loop: consume a batch
         extra = 0.0
         if ph == PH_START:

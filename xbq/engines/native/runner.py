@@ -1,7 +1,7 @@
 """Run one measured point of the native engine: handshake, threads, watchdog, checks, a row.
 
 :func:`run_point` connects a blkfront/blkback pair through the real XenStore handshake
-(:func:`xbq.blkif.negotiate.negotiate`), builds the engine's records, starts one OS thread
+(:func:`xbq.blkif.pair.connect_pair`), builds the engine's records, starts one OS thread
 per backend ring and per fio job (each runs a ``nogil`` loop of
 :mod:`xbq.engines.native.loops`), and lets the Python main thread keep time and watch: it
 moves the run through warm-up, the measured window and the drain, and aborts it (through
@@ -22,7 +22,7 @@ import numpy as np
 
 from xbq._jit import first_compile
 from xbq.blkif.blk_mq import blk_mq_map_queues, new_hw_queues
-from xbq.blkif.blkback import BS_BATCHES, BS_NOTIFY, BS_REQUESTS, BS_RESPONSES, new_blkback
+from xbq.blkif.blkback import BS_BATCHES, BS_NOTIFY, BS_REQUESTS, BS_RESPONSES
 from xbq.blkif.blkfront import (
     BLKIF_STATE_CONNECTED,
     FS_INTERRUPTS,
@@ -30,11 +30,8 @@ from xbq.blkif.blkfront import (
     FS_REQUESTS,
     FS_RESPONSES,
     FS_RING_FULL,
-    blkfront_pages,
-    new_blkfront,
 )
-from xbq.blkif.negotiate import negotiate
-from xbq.blkif.vbd import new_vbd
+from xbq.blkif.pair import connect_pair
 from xbq.checks import check_seconds
 from xbq.engines.native import loops as K
 from xbq.engines.native.locks import (
@@ -147,22 +144,6 @@ def check_config(cfg: NativeConfig) -> None:
     check_seconds("the lock timeout", cfg.lock_timeout_s, MAX_DURATION_S)
 
 
-def _connect(cfg: NativeConfig, sectors: int, buffer_pages: int):
-    queues = cfg.queues if cfg.mode == "mq" else 1
-    front_pages = max(1 << 15, 4096 + buffer_pages + blkfront_pages(
-        queues, cfg.ring_page_order, BLKFRONT_MAX_INDIRECT_SEGMENTS))
-    conn = negotiate(vcpus=cfg.vcpus, max_queues=queues,
-                     backend_max_queues=cfg.backend_max_queues,
-                     dom0_vcpus=cfg.backend_max_queues,
-                     max_ring_page_order=cfg.ring_page_order, sectors=sectors,
-                     front_pages=front_pages)
-    if not conn.connected:
-        raise XbqError(f"the handshake failed: {conn.error}")
-    if conn.nr_rings != queues:
-        raise XbqError(f"the handshake gave {conn.nr_rings} rings, not the {queues} asked for")
-    return conn
-
-
 class _Point:
     """Everything one run builds (kept together so the watchdog can describe it)."""
 
@@ -182,16 +163,20 @@ class _Point:
         self.wl = new_workload(cfg.bssplit, cfg.rwmixread, region)
         slot_pages = -(-max_bs // 8)
         buffer_pages = J * D * slot_pages if data else slot_pages
-        self.conn = _connect(cfg, sectors, buffer_pages)
+        queues = cfg.queues if cfg.mode == "mq" else 1
+        self.pair = connect_pair(
+            queues, vcpus=cfg.vcpus, dom0_vcpus=cfg.backend_max_queues, sectors=sectors,
+            backend_max_queues=cfg.backend_max_queues, ring_page_order=cfg.ring_page_order,
+            max_indirect=BLKFRONT_MAX_INDIRECT_SEGMENTS, data_pages=buffer_pages,
+            min_front_pages=1 << 15, device=cfg.device, touch_data=data)
+        self.conn, self.fe, self.be = self.pair.conn, self.pair.front, self.pair.back
+        self.vbd = self.be.vbd
         R = self.conn.nr_rings
         self.R, self.J, self.D = R, J, D
-        self.fe = new_blkfront(self.conn, touch_data=data)
-        self.vbd = new_vbd(cfg.device, sectors)
-        self.be = new_blkback(self.conn, self.vbd)
         maxs = self.fe.max_sectors
         maxp = -(-max_bs // maxs)
         self.hctx, self.dispatch = new_hw_queues(R, J * D * maxp)
-        first_buf = self.conn.front.alloc_pages(buffer_pages)
+        first_buf = self.pair.buf_pfn
         job_vcpu = np.arange(J, dtype=np.int64) % cfg.vcpus
         if cfg.mode == "mq":
             qmap = blk_mq_map_queues(cfg.vcpus, R)

@@ -39,7 +39,7 @@ def _time(fn):
 
 
 def test_bench_sweeps_and_calibration(capsys):
-    from xbq.engines.des.calibrate import calibrate
+    from xbq.study.calibrate import calibrate
 
     seed_specs = _seed_spec()
     whatif = spec_from_dict(WHATIF)
@@ -61,7 +61,7 @@ def test_bench_sweeps_and_calibration(capsys):
                   fit_requests=2000, max_nfev=8, final_requests=20_000)
         a, ts = _time(lambda: calibrate(load_seed(), **kw))
         b, tp = _time(lambda: calibrate(load_seed(), mapper=mapper(client), **kw))
-        same = a["params"] == b["params"] and a["points"] == b["points"]
+        same = a.values == b.values and a.points == b.points
         lines.append(f"calibration, 4 machine settings: serial {ts:.1f} s, LocalCluster(2) "
                      f"{tp:.1f} s: {ts / tp:.2f}x; identical results: {same}")
     finally:

@@ -56,11 +56,15 @@ def test_calibrate_json_shape(capsys):
 
 
 def test_calibrate_tries_each_machine_and_keeps_the_best():
-    from xbq.engines.des.calibrate import calibrate
+    from xbq.study.calibrate import calibrate
 
-    out = calibrate(load_seed(), fit=("submit_ns",),
+    res = calibrate(load_seed(), fit=("submit_ns",),
                     machines=[{"pcpus": 0.0}, {"pcpus": 4.0}],
                     fit_requests=300, max_nfev=2, final_requests=500)
+    out = res.to_dict()
+    assert list(res.params) == ["submit_ns"] and res.ndata == 12 and res.nfree == 11
+    assert res.chisqr == pytest.approx(sum(p["rel_error"] ** 2 for p in out["points"]))
+    assert out["statistics"]["aic"] == res.aic and res.bic > res.aic  # ln 12 > 2
     assert [m["fixed"] for m in out["machines"]] == [{"pcpus": 0.0}, {"pcpus": 4.0}]
     best = min(out["machines"], key=lambda m: m["cost"])
     assert out["machine"] == best["fixed"]
@@ -119,17 +123,17 @@ def test_calibrate_progress_on_a_table_of_fewer_than_seven_points(tmp_path, caps
 def test_calibrate_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     """A killed calibration keeps every machine setting already fitted: the rerun takes them
     from ``OUT.partial.jsonl`` and gives the same result."""
-    import xbq.engines.des.calibrate as C
-    from xbq.engines.des.calibrate import calibrate
+    import xbq.study.calibrate as C
+    from xbq.study.calibrate import calibrate
 
     ck = tmp_path / "c.partial.jsonl"
     kw = dict(fit=("submit_ns",), machines=[{"pcpus": 0.0}, {"pcpus": 0.0, "dom0_vcpus": 8.0}],
               fit_requests=300, max_nfev=2, final_requests=400, checkpoint=ck)
-    first = calibrate(load_seed(), **kw)
+    first = calibrate(load_seed(), **kw).to_dict()
     assert len(ck.read_text().splitlines()) == 2
     with ck.open("a") as fh:
         fh.write('{"key": "torn')  # a killed run's last line
     monkeypatch.setattr(C, "_fit_one", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
-    again = calibrate(load_seed(), **kw)
+    again = calibrate(load_seed(), **kw).to_dict()
     assert all(m["resumed"] for m in again["machines"])
     assert again["params"] == first["params"] and again["points"] == first["points"]

@@ -1,18 +1,15 @@
 """The event list pops in (time, scheduling order), FIFO among equal times, wherever an event
 waits: the heap, the next-event slot or a delay line."""
 
-import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xbq.engines.des.heap import heap_pop, heap_push, line_push, new_heap, pending
-from xbq.engines.des.state import NR_LINES, SIM_DTYPE
+from xbq.engines.des.heap import NR_LINES, heap_pop, heap_push, line_push, new_event_list, pending
 
 
 def _new(capacity, lines=None):
-    sim = np.zeros(1, SIM_DTYPE)
-    heap = new_heap(sim, capacity, lines)
-    return sim, sim[0], heap
+    evl, heap = new_event_list(capacity, lines)
+    return evl, evl[0], heap
 
 
 def _drain(heap, s, out):

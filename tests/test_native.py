@@ -86,7 +86,7 @@ def test_lock_timeout_becomes_a_clear_error():
     pt = _Point(cfg)
     _compile(pt)
     kind = LOCK_KINDS[cfg.lock]
-    assert spin_lock(pt.run["locks"], 0, kind, pt.run["mcs"], 0, 10**9) == 0  # held forever
+    assert spin_lock(pt.run.locks, 0, kind, pt.run.mcs, 0, 10**9) == 0  # held forever
     with pytest.raises(XbqError, match="gave up waiting for the ticket lock of ring 0"):
         _run_threads(pt)
 
@@ -98,7 +98,7 @@ def test_disk_check_catches_a_corrupted_sector():
     _compile(pt)
     _run_threads(pt)
     _check_disk(pt)  # intact
-    s = int(np.flatnonzero(pt.run["wseq"] != K.WSEQ_NEVER)[0])
+    s = int(np.flatnonzero(pt.run.wseq != K.WSEQ_NEVER)[0])
     pt.vbd.disk[s * 512 + 100] ^= 0xFF
     with pytest.raises(XbqError, match=f"sector {s} does not hold what was written"):
         _check_disk(pt)

@@ -216,14 +216,14 @@ def test_native_points_take_the_per_host_lock_on_a_worker(client):
 
 
 def test_calibration_on_the_cluster_equals_the_serial_run(client):
-    from xbq.engines.des.calibrate import calibrate
+    from xbq.study.calibrate import calibrate
     from xbq.study.datasets import load_seed
 
     kw = dict(fit=("submit_ns",), machines=[{"pcpus": 0.0}, {"pcpus": 20.0},
                                             {"pcpus": 0.0, "dom0_vcpus": 8.0}],
               fit_requests=300, max_nfev=2, final_requests=400)
-    a = calibrate(load_seed(), **kw)
-    b = calibrate(load_seed(), mapper=mapper(client), **kw)
+    a = calibrate(load_seed(), **kw).to_dict()
+    b = calibrate(load_seed(), mapper=mapper(client), **kw).to_dict()
     for k in ("params", "points", "machine", "median_rel_error", "max_rel_error"):
         assert a[k] == b[k], k
     assert [m["cost"] for m in a["machines"]] == [m["cost"] for m in b["machines"]]

@@ -481,8 +481,6 @@ def test_data_through_negotiated_rings_reads_back_bit_identical(kw):
     src, dst = conn.front.alloc_pages(npages), conn.front.alloc_pages(npages)
     rng = np.random.default_rng(2)
     conn.front.pages[src:src + npages] = rng.integers(0, 256, (npages, 4096), dtype=np.uint8)
-    done_tag = np.zeros(64, np.int64)
-    done_status = np.zeros(64, np.int64)
     limit = fi.max_sectors
     r = conn.nr_rings - 1  # the last ring
 
@@ -492,8 +490,8 @@ def test_data_through_negotiated_rings_reads_back_bit_identical(kw):
             assert fi.queue_request(r, op, sector, n, pfn, tag) >= 0
             fi.flush_requests(r)
             assert be.do_block_io_op(r) == 0
-            assert fi.interrupt(r, done_tag, done_status)[0] == 1
-            assert done_status[0] == 0 and done_tag[0] == tag
+            k, tags, statuses = fi.interrupt(r)
+            assert k == 1 and statuses[0] == 0 and tags[0] == tag
             sector, pfn, nsect = sector + n, pfn + n // 8, nsect - n
 
     io(BLKIF_OP_WRITE, src, 1000, npages * 8, 7)

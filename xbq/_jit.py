@@ -100,7 +100,7 @@ def source_stamp(path: Path) -> str:
         if p not in seen:
             seen.add(p)
             todo.extend(_imports(p))
-    h = hashlib.sha256(f"boundscheck={config.BOUNDSCHECK}".encode())
+    h = hashlib.sha256(f"boundscheck={config.BOUNDSCHECK} inline={_FORCEINLINE}".encode())
     for p in sorted(seen):
         h.update(p.relative_to(_PKG).as_posix().encode())
         h.update(p.read_bytes())
@@ -144,6 +144,11 @@ def configure() -> None:
 configure()
 
 
+#: ``XBQ_NO_FORCEINLINE=1`` compiles every kernel without LLVM's forced inlining (for the
+#: measurement in docs/benchmarks.md; its cache entries are apart from the others).
+_FORCEINLINE = not os.environ.get("XBQ_NO_FORCEINLINE")
+
+
 def kernel(fn=None, **options):
     """``numba.njit(cache=True, nogil=True)`` without numba's reference counting (NRT).
 
@@ -161,6 +166,8 @@ def kernel(fn=None, **options):
     ``options`` go to ``numba.njit``.
     """
     options = {"cache": True, "nogil": True, "_nrt": False, **options}
+    if not _FORCEINLINE:
+        options.pop("forceinline", None)
     if fn is None:
         return lambda f: njit(**options)(f)
     return njit(**options)(fn)

@@ -7,7 +7,7 @@ Linux's block layer sits between fio and blkfront. What of it matters to the rin
   on, the 2015 default ``cpu * nr_queues / nr_cpus``;
 * **splitting** (:func:`blk_rq_nr_pieces`, :func:`blk_rq_piece`): a bio larger than the
   queue's ``max_hw_sectors`` becomes several driver requests;
-* **stop and restart** (:func:`blk_mq_queue_rq`, :func:`blk_mq_run_hw_queue`): when
+* **stop and restart** (:func:`blkif_queue_rq`, :func:`kick_pending_request_queues`): when
   ``blkif_queue_rq`` finds the ring full it returns busy and blk-mq stops the hardware queue
   (``blk_mq_stop_hw_queue``); requests that arrive meanwhile wait on the queue's dispatch
   list, in order, and the interrupt handler restarts the queue
@@ -25,13 +25,16 @@ twin (virtual time), the loopback and the tests all submit through these two ker
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 
 from xbq._jit import kernel
 from xbq.blkif.blkfront import BLKIF_QUEUE_BUSY, blkif_queue_request
 from xbq.xen.memory import MASK32
 
-#: ``blk_mq_queue_rq``'s answer when the request waits on the stopped queue's dispatch list.
+#: ``blkif_queue_rq``'s answer when the request waits on the stopped queue's dispatch list
+#: (blk-mq's ``BLK_STS_RESOURCE``: requeued); distinct from blkfront's ``BLKIF_QUEUE_*``.
 BLK_MQ_PARKED = -100
 
 #: ``struct blk_mq_hw_ctx``, what of it the ring sees: stopped, and the dispatch list (a
@@ -51,6 +54,10 @@ def blk_mq_map_queues(nr_cpus: int, nr_queues: int) -> np.ndarray:
     blocks of vCPUs share a queue. (Linux 4.20+ uses ``cpu % nr_queues`` instead.)
     """
     return np.arange(nr_cpus, dtype=np.int64) * nr_queues // nr_cpus
+
+
+#: A device's hardware queues and their dispatch lists, as kernels take them in one argument.
+BlkMq = namedtuple("BlkMq", "hctx dispatch")
 
 
 def new_hw_queues(nr_queues: int, capacity: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,9 +106,10 @@ def _park(hctx, dispatch, q, operation, sector, nr_sects, buf_pfn, tag):
 
 
 @kernel(forceinline=True)
-def blk_mq_queue_rq(hctx, dispatch, info, rinfo, shadow, grants, gnt, mem, q, operation,
+def blkif_queue_rq(hctx, dispatch, info, rinfo, shadow, grants, gnt, mem, q, operation,
                     sector, nr_sects, buf_pfn, tag):
-    """blk-mq's dispatch of one driver request to blkfront's ``blkif_queue_rq`` on queue ``q``.
+    """blkfront's ``blkif_queue_rq`` (blk-mq's ``queue_rq``) for one driver request on queue
+    ``q``, with blk-mq's side of it.
 
     A stopped queue (or one with requests already waiting) takes the request onto its
     dispatch list, in order. Otherwise it goes to :func:`blkif_queue_request`; if the ring is
@@ -122,10 +130,11 @@ def blk_mq_queue_rq(hctx, dispatch, info, rinfo, shadow, grants, gnt, mem, q, op
 
 
 @kernel
-def blk_mq_run_hw_queue(hctx, dispatch, info, rinfo, shadow, grants, gnt, mem, q):
-    """``blk_mq_start_stopped_hw_queues`` then ``blk_mq_run_hw_queue`` for queue ``q``, from
-    the interrupt handler: dispatch the waiting requests in order until the list is empty
-    (the queue runs again) or the ring is full (it stays stopped).
+def kick_pending_request_queues(hctx, dispatch, info, rinfo, shadow, grants, gnt, mem, q):
+    """blkfront's ``kick_pending_request_queues`` from the interrupt handler: blk-mq's
+    ``blk_mq_start_stopped_hw_queues`` and ``blk_mq_run_hw_queue`` for queue ``q``, which
+    dispatch the waiting requests in order until the list is empty (the queue runs again) or
+    the ring is full (it stays stopped).
 
     Returns the requests queued on the ring (the caller flushes if any), or a negative
     ``BLKIF_QUEUE_*`` code other than busy (the request stays at the list's head).

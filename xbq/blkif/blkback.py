@@ -27,7 +27,7 @@ responses, ``-EACCES`` returned, the thread parks; other rings carry on.
 
 Devices complete synchronously (the native engine: null device or ramdisk, inside
 ``do_block_io_op``) or, with ``defer`` set, the dispatched ``pending_req`` wait in a per-ring
-FIFO until the engine calls :func:`xen_blkbk_complete_io` (the discrete-event engine, which
+FIFO until the engine calls :func:`__end_block_io_op` (the discrete-event engine, which
 models device time).
 
 A malicious frontend cannot crash the backend: every index that comes from the ring is
@@ -41,6 +41,8 @@ as flushes).
 """
 
 from __future__ import annotations
+
+from collections import namedtuple
 
 import numpy as np
 
@@ -105,6 +107,12 @@ from xbq.xen.ring import (
 
 EIO = 5
 EACCES = 13
+
+#: A blkback device's arrays by name, as the engines' kernels take them in one argument: its
+#: records, the frontend domain's grant table, active entries and memory, the event
+#: channels, the vbd and its disk (the order of :meth:`xen_blkif_device.args`).
+Blkback = namedtuple("Blkback", "blkif rings pending pgnt maptrack gnt active mem evtchn vbd "
+                                "disk")
 
 #: blkback module parameter ``max_persistent_grants``: per ring.
 XEN_BLKIF_MAX_PGRANTS = 1056
@@ -413,7 +421,7 @@ def dispatch_rw_block_io(be, ring, pending, pgnt, mt, gnt, active, mem, ev, vbd,
         ring.dq_tail = p
         ring.dq_count += 1
     else:
-        xen_blkbk_complete_io(be, ring, pending, pgnt, mt, gnt, active, mem, ev, vbd, disk, p)
+        __end_block_io_op(be, ring, pending, pgnt, mt, gnt, active, mem, ev, vbd, disk, p)
     return 0
 
 
@@ -447,7 +455,7 @@ def dispatch_other_io(ring, pending, mem, ev, p):
 
 
 @kernel(forceinline=True)
-def xen_blkbk_complete_io(be, ring, pending, pgnt, mt, gnt, active, mem, ev, vbd, disk, p):
+def __end_block_io_op(be, ring, pending, pgnt, mt, gnt, active, mem, ev, vbd, disk, p):
     """The device has done ``pending_req`` ``p``: move the data, then ``__end_block_io_op``.
 
     The ramdisk copies between its memory and the mapped guest pages (a read writes into the
@@ -583,9 +591,9 @@ def do_block_io_op(blkif, rings, pending, pgnt, maptrack, gnt, active, mem, ev, 
 
 @kernel
 def complete_io(blkif, rings, pending, pgnt, maptrack, gnt, active, mem, ev, vbd, disk, r, p):
-    """:func:`xen_blkbk_complete_io` of ring ``r``'s ``pending_req`` ``p`` (the deferred
+    """:func:`__end_block_io_op` of ring ``r``'s ``pending_req`` ``p`` (the deferred
     device's completion); returns the response status."""
-    return xen_blkbk_complete_io(blkif[0], rings[r], pending[r], pgnt[r], maptrack[r], gnt,
+    return __end_block_io_op(blkif[0], rings[r], pending[r], pgnt[r], maptrack[r], gnt,
                                  active, mem, ev, vbd[0], disk, p)
 
 
@@ -611,6 +619,10 @@ class xen_blkif_device:
         """The arrays every kernel takes, in order (``do_block_io_op(*be.args(), r)``)."""
         return (self.blkif, self.rings, self.pending, self.pgnt, self.maptrack, self.gnt,
                 self.active, self.mem, self.evtchn, self.vbd.vbd, self.vbd.disk)
+
+    def arrays(self) -> Blkback:
+        """The device's arrays by name (:data:`Blkback`), as the engines' kernels take them."""
+        return Blkback(*self.args())
 
     def _ring(self, r: int) -> int:
         if not 0 <= r < self.nr_rings:

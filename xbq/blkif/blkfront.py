@@ -37,6 +37,8 @@ first use; the pool's size and reuse order are the kernel's.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 
 from xbq._jit import kernel
@@ -126,6 +128,14 @@ BLKIF_STATE_SUSPENDED = 2
 BLKIF_STATE_ERROR = 3
 
 # blkif_queue_request return codes (>= 0 is the request id)
+#: A blkfront device's arrays by name, as the engines' kernels take them in one argument:
+#: its records, the guest's grant table and memory, the event channels.
+Blkfront = namedtuple("Blkfront", "info rinfo shadow grants gnt mem evtchn")
+
+#: What :func:`blkif_interrupt` hands back for each request it completed: the caller's cookie
+#: and the response's status.
+DONE_DTYPE = np.dtype([("tag", "<i8"), ("status", "<i8")], align=True)
+
 BLKIF_QUEUE_BUSY = -1  # RING_FULL: blk-mq stops the hardware queue
 BLKIF_QUEUE_INVALID = -2  # more segments than the device's limits allow (a caller bug)
 BLKIF_QUEUE_DISCONNECTED = -3
@@ -285,6 +295,92 @@ def put_grant(inf, ri, grants, gnt, g):
 
 
 @kernel(forceinline=True)
+def blkif_ring_get_request(ri, sh, tag):
+    """blkfront ``blkif_ring_get_request``: take a free id for the caller's request ``tag``
+    and clear its image in the shadow (the slot is written when the request is complete)."""
+    id = get_id_from_freelist(ri, sh)
+    s = sh[id]
+    zero_bytes(s.req, 0, BLKIF_RING_ENTRY_SIZE)
+    s.request = tag
+    s.status = REQ_WAITING
+    s.num_grants = 0
+    s.num_indirect = 0
+    put_u64(s.req, REQ_OFF_ID, id)
+    return id
+
+
+@kernel(forceinline=True)
+def blkif_queue_discard_req(s, sector, nr_sects):
+    """blkfront ``blkif_queue_discard_req``: a discard of ``nr_sects`` from ``sector``."""
+    img = s.req
+    put_u8(img, REQ_OFF_OPERATION, BLKIF_OP_DISCARD)
+    put_u64(img, REQ_OFF_SECTOR_NUMBER, sector)
+    put_u64(img, DISC_OFF_NR_SECTORS, nr_sects)
+    s.operation = BLKIF_OP_DISCARD
+    s.indirect_op = BLKIF_OP_DISCARD
+
+
+@kernel(forceinline=True)
+def blkif_setup_rw_req_grant(inf, ri, s, gr, gnt, mem, operation, buf_pfn, i, nseg, last):
+    """blkfront ``blkif_setup_rw_req_grant``: grant segment ``i`` (sectors ``0..last`` of
+    page ``buf_pfn + i``) and write its descriptor, into the request or, for an indirect
+    request, into its descriptor page; copy write data into a persistent grant's page."""
+    g = get_grant(inf, ri, gr, gnt, buf_pfn + i)
+    s.grants_used[i] = g
+    if inf.touch_data and inf.feature_persistent and operation != BLKIF_OP_READ:
+        copy_bytes(mem, gr[g].pfn << XEN_PAGE_SHIFT, mem, (buf_pfn + i) << XEN_PAGE_SHIFT,
+                   (last + 1) * 512)
+    if s.num_indirect > 0:  # the segment goes into the descriptor page
+        ind = gr[s.grants_used[nseg + i // SEGS_PER_INDIRECT_FRAME]]
+        _put_segment(mem, (ind.pfn << XEN_PAGE_SHIFT) + (i % SEGS_PER_INDIRECT_FRAME)
+                     * SEG_SIZE, gr[g].gref, last)
+    else:
+        _put_segment(s.req, REQ_OFF_SEG + i * SEG_SIZE, gr[g].gref, last)
+
+
+@kernel(forceinline=True)
+def _put_segment(buf, off, gref, last):
+    """A ``blkif_request_segment`` at ``off``: sectors 0 to ``last`` of granted page
+    ``gref``."""
+    put_u32(buf, off, gref)
+    put_u8(buf, off + SEG_OFF_FIRST_SECT, 0)
+    put_u8(buf, off + SEG_OFF_LAST_SECT, last)
+
+
+@kernel(forceinline=True)
+def blkif_queue_rw_req(inf, ri, s, gr, gnt, mem, operation, sector, nr_sects, nseg, buf_pfn):
+    """blkfront ``blkif_queue_rw_req``: a read or write of ``nseg`` page segments, direct
+    (up to 11) or through indirect descriptor pages."""
+    img = s.req
+    put_u64(img, REQ_OFF_SECTOR_NUMBER, sector)
+    indirect = nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST
+    s.indirect_op = operation
+    s.operation = BLKIF_OP_INDIRECT if indirect else operation
+    put_u8(img, REQ_OFF_OPERATION, s.operation)
+    if indirect:
+        put_u8(img, IND_OFF_INDIRECT_OP, operation)
+        put_u16(img, IND_OFF_NR_SEGMENTS, nseg)
+        put_u16(img, IND_OFF_HANDLE, inf.handle)
+        n_ind = (nseg + SEGS_PER_INDIRECT_FRAME - 1) // SEGS_PER_INDIRECT_FRAME
+        for k in range(n_ind):
+            g = get_grant(inf, ri, gr, gnt, -1)
+            s.grants_used[nseg + k] = g
+            put_u32(img, IND_OFF_INDIRECT_GREFS + 4 * k, gr[g].gref)
+        s.num_indirect = n_ind
+        ri.stats[FS_INDIRECT] += 1
+    else:
+        put_u8(img, REQ_OFF_NR_SEGMENTS, nseg)
+        put_u16(img, REQ_OFF_HANDLE, inf.handle)
+    left = nr_sects
+    for i in range(nseg):
+        last = (left if left < SECTORS_PER_PAGE else SECTORS_PER_PAGE) - 1
+        left -= last + 1
+        blkif_setup_rw_req_grant(inf, ri, s, gr, gnt, mem, operation, buf_pfn, i, nseg, last)
+    s.num_grants = nseg
+    ri.stats[FS_SEGMENTS] += nseg
+
+
+@kernel(forceinline=True)
 def blkif_queue_request(info, rinfo, shadow, grants, gnt, mem, r, operation, sector, nr_sects,
                         buf_pfn, tag):
     """blkfront ``blkif_queue_request``: put one I/O on ring ``r``; return its id.
@@ -317,8 +413,10 @@ def blkif_queue_request(info, rinfo, shadow, grants, gnt, mem, r, operation, sec
     -----
     Changes ``rinfo[r]`` (the ring, id list, grant list, counters), ``shadow[r]``,
     ``grants[r]``, the guest's grant entries and the slot bytes; with persistent grants and
-    ``touch_data`` it copies write data into the granted pages. The request is not visible
-    to the backend until :func:`flush_requests`.
+    ``touch_data`` it copies write data into the granted pages. The request is built in its
+    shadow (:func:`blkif_ring_get_request`, then :func:`blkif_queue_discard_req` or
+    :func:`blkif_queue_rw_req`) and copied into the slot whole, as current blkfront does; it
+    is not visible to the backend until :func:`flush_requests`.
     """
     inf = info[0]
     if inf.connected != BLKIF_STATE_CONNECTED:
@@ -335,70 +433,17 @@ def blkif_queue_request(info, rinfo, shadow, grants, gnt, mem, r, operation, sec
     if nr_sects < 0 or nseg > max_data or (nseg == 0 and is_rw):
         return BLKIF_QUEUE_INVALID
     sh = shadow[r]
-    gr = grants[r]
-    id = get_id_from_freelist(ri, sh)
+    id = blkif_ring_get_request(ri, sh, tag)
     s = sh[id]
-    img = s.req
-    zero_bytes(img, 0, BLKIF_RING_ENTRY_SIZE)
-    s.request = tag
-    s.status = REQ_WAITING
     s.nr_sects = nr_sects
     s.buf_pfn = buf_pfn
-    s.num_grants = 0
-    s.num_indirect = 0
-    put_u64(img, REQ_OFF_ID, id)
-    put_u64(img, REQ_OFF_SECTOR_NUMBER, sector)
     if is_discard:
-        put_u8(img, REQ_OFF_OPERATION, BLKIF_OP_DISCARD)
-        put_u64(img, DISC_OFF_NR_SECTORS, nr_sects)
-        s.operation = BLKIF_OP_DISCARD
-        s.indirect_op = BLKIF_OP_DISCARD
+        blkif_queue_discard_req(s, sector, nr_sects)
     else:
-        indirect = nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST
-        s.indirect_op = operation
-        s.operation = BLKIF_OP_INDIRECT if indirect else operation
-        put_u8(img, REQ_OFF_OPERATION, s.operation)
-        touch = inf.touch_data and inf.feature_persistent
-        if indirect:
-            put_u8(img, IND_OFF_INDIRECT_OP, operation)
-            put_u16(img, IND_OFF_NR_SEGMENTS, nseg)
-            put_u16(img, IND_OFF_HANDLE, inf.handle)
-            n_ind = (nseg + SEGS_PER_INDIRECT_FRAME - 1) // SEGS_PER_INDIRECT_FRAME
-            for k in range(n_ind):
-                g = get_grant(inf, ri, gr, gnt, -1)
-                s.grants_used[nseg + k] = g
-                put_u32(img, IND_OFF_INDIRECT_GREFS + 4 * k, gr[g].gref)
-            s.num_indirect = n_ind
-            ri.stats[FS_INDIRECT] += 1
-        else:
-            put_u8(img, REQ_OFF_NR_SEGMENTS, nseg)
-            put_u16(img, REQ_OFF_HANDLE, inf.handle)
-        left = nr_sects
-        for i in range(nseg):
-            g = get_grant(inf, ri, gr, gnt, buf_pfn + i)
-            s.grants_used[i] = g
-            last = (left if left < SECTORS_PER_PAGE else SECTORS_PER_PAGE) - 1
-            left -= last + 1
-            if touch and operation != BLKIF_OP_READ:
-                copy_bytes(mem, gr[g].pfn << XEN_PAGE_SHIFT, mem,
-                           (buf_pfn + i) << XEN_PAGE_SHIFT, (last + 1) * 512)
-            if indirect:  # the segment goes into the descriptor page
-                ind = gr[s.grants_used[nseg + i // SEGS_PER_INDIRECT_FRAME]]
-                page = mem
-                off = (ind.pfn << XEN_PAGE_SHIFT) + (i % SEGS_PER_INDIRECT_FRAME) * SEG_SIZE
-                put_u32(page, off, gr[g].gref)
-                put_u8(page, off + SEG_OFF_FIRST_SECT, 0)
-                put_u8(page, off + SEG_OFF_LAST_SECT, last)
-            else:
-                off = REQ_OFF_SEG + i * SEG_SIZE
-                put_u32(img, off, gr[g].gref)
-                put_u8(img, off + SEG_OFF_FIRST_SECT, 0)
-                put_u8(img, off + SEG_OFF_LAST_SECT, last)
-        s.num_grants = nseg
-        ri.stats[FS_SEGMENTS] += nseg
-    # The request is built in the shadow; now copy it into the slot (current blkfront).
+        blkif_queue_rw_req(inf, ri, s, grants[r], gnt, mem, operation, sector, nr_sects, nseg,
+                           buf_pfn)
     sring = mem[ri.sring:ri.sring + ri.sring_bytes]
-    copy_bytes(sring, RING_GET_REQUEST(ri, np.int64(ri.req_prod_pvt)), img, 0,
+    copy_bytes(sring, RING_GET_REQUEST(ri, np.int64(ri.req_prod_pvt)), s.req, 0,
                BLKIF_RING_ENTRY_SIZE)
     ri.req_prod_pvt = (np.int64(ri.req_prod_pvt) + 1) & MASK32
     ri.inflight += 1
@@ -449,16 +494,16 @@ def _blkif_set_error(inf):
 
 
 @kernel(forceinline=True)
-def blkif_interrupt(info, rinfo, shadow, grants, gnt, mem, r, done_tag, done_status):
+def blkif_interrupt(info, rinfo, shadow, grants, gnt, mem, r, done):
     """blkfront ``blkif_interrupt``: consume ring ``r``'s responses and complete them.
 
     Parameters
     ----------
     info, rinfo, shadow, grants, gnt, mem : as for :func:`blkif_queue_request`
     r : int
-    done_tag, done_status : int64[:]
-        Filled with the cookie and the ``BLKIF_RSP_*`` status of each completed request;
-        at least ``nr_ents`` long (no more than ``nr_ents`` requests are ever outstanding).
+    done : DONE_DTYPE[:]
+        Filled with the cookie (``tag``) and the ``BLKIF_RSP_*`` status of each completed
+        request; at least ``nr_ents`` long (no more than ``nr_ents`` are ever outstanding).
 
     Returns
     -------
@@ -488,7 +533,7 @@ def blkif_interrupt(info, rinfo, shadow, grants, gnt, mem, r, done_tag, done_sta
             id = np.int64(get_u64(buf, RSP_OFF_ID))
             op = get_u8(buf, RSP_OFF_OPERATION)
             status = get_i16(buf, RSP_OFF_STATUS)
-            if id < 0 or id >= nr_ents or n >= done_tag.size:
+            if id < 0 or id >= nr_ents or n >= done.size:
                 return _blkif_set_error(inf)
             s = sh[id]
             op_ok = op == s.operation or op == s.indirect_op
@@ -497,8 +542,8 @@ def blkif_interrupt(info, rinfo, shadow, grants, gnt, mem, r, done_tag, done_sta
             s.status = REQ_PROCESSING
             if not blkif_completion(inf, ri, s, gr, gnt, mem, status):
                 return _blkif_set_error(inf)
-            done_tag[n] = s.request
-            done_status[n] = status
+            done[n].tag = s.request
+            done[n].status = status
             n += 1
             if status != 0:
                 ri.stats[FS_ERRORS] += 1
@@ -559,6 +604,11 @@ class blkfront_device:
         ``blkif_queue_request(*fe.args(), r, ...)``."""
         return self.info, self.rinfo, self.shadow, self.grants, self.gnt, self.mem
 
+    def arrays(self) -> Blkfront:
+        """The device's arrays by name (:data:`Blkfront`), as the engines' kernels take them."""
+        return Blkfront(self.info, self.rinfo, self.shadow, self.grants, self.gnt, self.mem,
+                        self.evtchn)
+
     @property
     def max_sectors(self) -> int:
         """Largest request in 512-byte sectors (``max_hw_sectors``): segments x 8."""
@@ -584,15 +634,13 @@ class blkfront_device:
         """:func:`flush_requests` on ring ``r``; True if the backend was notified."""
         return bool(flush_requests(self.rinfo, self.mem, self.evtchn, self._ring(r)))
 
-    def interrupt(self, r, done_tag=None, done_status=None):
+    def interrupt(self, r):
         """:func:`blkif_interrupt` on ring ``r``; ``(n, tags, statuses)``, n = -1 on a
         protocol error."""
-        ents = int(self.info[0]["nr_ents"])
-        tags = np.zeros(ents, np.int64) if done_tag is None else done_tag
-        st = np.zeros(ents, np.int64) if done_status is None else done_status
+        done = np.zeros(int(self.info[0]["nr_ents"]), DONE_DTYPE)
         n = int(blkif_interrupt(self.info, self.rinfo, self.shadow, self.grants, self.gnt,
-                                self.mem, self._ring(r), tags, st))
-        return n, tags[:max(n, 0)], st[:max(n, 0)]
+                                self.mem, self._ring(r), done))
+        return n, done["tag"][:max(n, 0)], done["status"][:max(n, 0)]
 
     def sring(self, r: int) -> np.ndarray:
         """Ring ``r``'s shared page, a view of guest memory."""

@@ -5,7 +5,7 @@ backend against the real blkfront, with every invariant checked after every step
 it writes arbitrary bytes into request slots, indirect descriptor pages and grant entries
 (flags, domid, frame), moves the producer index anywhere in the 32-bit range, then lets the
 real blkback run (``do_block_io_op``, inline or deferred dispatch, the deferred requests
-completed by ``xen_blkbk_complete_io``). After every step :meth:`BackendFuzz.check` holds the
+completed by ``__end_block_io_op``). After every step :meth:`BackendFuzz.check` holds the
 backend to what the protocol promises (reference §5, §9):
 
 * ``do_block_io_op`` returns 0, 1 or ``-EACCES`` and nothing raises;

@@ -24,14 +24,22 @@ import numpy as np
 from xbq._jit import first_compile, kernel
 from xbq.blkif.blk_mq import (
     BLK_MQ_PARKED,
-    blk_mq_queue_rq,
-    blk_mq_run_hw_queue,
+    BlkMq,
     blk_rq_nr_pieces,
     blk_rq_piece,
+    blkif_queue_rq,
+    kick_pending_request_queues,
     new_hw_queues,
 )
-from xbq.blkif.blkback import do_block_io_op, new_blkback
-from xbq.blkif.blkfront import blkif_interrupt, flush_requests, new_blkfront
+from xbq.blkif.blkback import EACCES, do_block_io_op, new_blkback
+from xbq.blkif.blkfront import (
+    BLKIF_QUEUE_DISCONNECTED,
+    BLKIF_QUEUE_INVALID,
+    DONE_DTYPE,
+    blkif_interrupt,
+    flush_requests,
+    new_blkfront,
+)
 from xbq.blkif.vbd import new_vbd
 from xbq.errors import ProtocolError, XbqError
 from xbq.workload.fio import (
@@ -51,54 +59,61 @@ OUT_IOS, OUT_REQUESTS, OUT_READ_BYTES, OUT_WRITE_BYTES, OUT_LOST, OUT_DUPLICATED
 #: Cold compile of the loopback's kernels on 2 cores (s), quoted by the first-run notice.
 COMPILE_S = 20
 _self = sys.modules[__name__]
-_RC_NAMES = {-2: "a request the device cannot take", -3: "the device is not connected",
-             -13: "the backend halted a bogus ring", -100: "the frontend saw a protocol error"}
+#: The loopback's own stop code: blkfront saw a protocol error (``blkif_interrupt`` < 0).
+RC_FRONT_PROTOCOL = -1000
+#: Why a loopback stopped, by the code its kernel returns: blkfront's, blkback's, its own.
+_RC_NAMES = {BLKIF_QUEUE_INVALID: "a request the device cannot take",
+             BLKIF_QUEUE_DISCONNECTED: "the device is not connected",
+             -EACCES: "the backend halted a bogus ring",
+             RC_FRONT_PROTOCOL: "the frontend saw a protocol error"}
 
 
 @kernel(forceinline=True)
-def _fe_be_round(info, rinfo, shadow, grants, gnt, mem, ev, blkif, rings, pending, pgnt,
-                 maptrack, active, vbd, disk, hctx, dispatch, r, tags, statuses, seen,
-                 first_tag, sent, out):
+def _fe_be_round(fe, be, mq, r, done, seen, first_tag, sent, out):
     """Flush ring ``r``, let the backend serve it, take the responses, restart the queue;
     repeat until every request of the step is answered. Returns 0 or a negative code."""
     got_total = 0
     while True:
-        flush_requests(rinfo, mem, ev, r)
-        rc = do_block_io_op(blkif, rings, pending, pgnt, maptrack, gnt, active, mem, ev, vbd,
-                            disk, r)
+        flush_requests(fe.rinfo, fe.mem, fe.evtchn, r)
+        rc = do_block_io_op(be.blkif, be.rings, be.pending, be.pgnt, be.maptrack, be.gnt,
+                            be.active, be.mem, be.evtchn, be.vbd, be.disk, r)
         if rc < 0:
             return rc
-        got = blkif_interrupt(info, rinfo, shadow, grants, gnt, mem, r, tags, statuses)
+        got = blkif_interrupt(fe.info, fe.rinfo, fe.shadow, fe.grants, fe.gnt, fe.mem, r, done)
         if got < 0:
-            return -100
+            return RC_FRONT_PROTOCOL
         for k in range(got):
-            t = tags[k] - first_tag
+            t = done[k].tag - first_tag
             if t < 0 or t >= sent or seen[t] > 0:
                 out[OUT_DUPLICATED] += 1
             else:
                 seen[t] = 1
-            if statuses[k] != 0:
+            if done[k].status != 0:
                 out[OUT_BAD_STATUS] += 1
         got_total += got
-        queued = blk_mq_run_hw_queue(hctx, dispatch, info, rinfo, shadow, grants, gnt, mem, r)
+        queued = kick_pending_request_queues(mq.hctx, mq.dispatch, fe.info, fe.rinfo,
+                                             fe.shadow, fe.grants, fe.gnt, fe.mem, r)
         if queued < 0:
             return queued
-        if hctx[r].count == 0 and queued == 0:
+        if mq.hctx[r].count == 0 and queued == 0:
             return 0
 
 
 @kernel
-def _loopback(info, rinfo, shadow, grants, gnt, mem, ev, blkif, rings, pending, pgnt,
-              maptrack, active, vbd, disk, hctx, dispatch, wl, state, nr_ios, batch, buf_pfn,
-              disk_shadow, expect, seen, tags, statuses, slot_read, out):
-    """Run ``nr_ios`` I/Os round-robin over the rings; fill ``out`` (see ``OUT_*``).
+def _loopback(fe, be, mq, wl, state, steps, buf_pfn, check, scratch, out):
+    """Run ``steps = (nr_ios, batch)`` I/Os round-robin over the rings; fill ``out``
+    (see ``OUT_*``).
 
     ``buf_pfn[b]`` is the first guest page of batch slot ``b`` (room for the largest I/O);
-    ``disk_shadow`` is the expected disk (empty: no verification), ``expect[b]`` the bytes
-    a read in slot ``b`` must return; ``seen``, ``tags``, ``statuses``, ``slot_read`` are
-    scratch (``seen`` as long as the requests of one step, the others as the ring).
+    ``check = (disk_shadow, expect)``: the expected disk (empty: no verification) and the
+    bytes a read in slot ``b`` must return; ``scratch = (seen, done, slot_read)``: as long
+    as the requests of one step, the ring, the batch.
     """
-    inf = info[0]
+    nr_ios, batch = steps
+    disk_shadow, expect = check
+    seen, done, slot_read = scratch
+    mem = fe.mem
+    inf = fe.info[0]
     nr_rings = inf.nr_rings
     maxs = (inf.max_indirect_segments if inf.max_indirect_segments > 0 else 11) \
         * SECTORS_PER_PAGE
@@ -130,9 +145,9 @@ def _loopback(info, rinfo, shadow, grants, gnt, mem, ev, blkif, rings, pending, 
             op = BLKIF_OP_WRITE if is_write else BLKIF_OP_READ
             for p in range(blk_rq_nr_pieces(nsect, maxs)):
                 off, n = blk_rq_piece(nsect, maxs, p)
-                rid = blk_mq_queue_rq(hctx, dispatch, info, rinfo, shadow, grants, gnt, mem,
-                                      r, op, sector + off, n, pfn + off // SECTORS_PER_PAGE,
-                                      next_tag)
+                rid = blkif_queue_rq(mq.hctx, mq.dispatch, fe.info, fe.rinfo, fe.shadow,
+                                     fe.grants, fe.gnt, mem, r, op, sector + off, n,
+                                     pfn + off // SECTORS_PER_PAGE, next_tag)
                 if rid < 0 and rid != BLK_MQ_PARKED:
                     out[OUT_RC] = rid
                     return
@@ -142,9 +157,7 @@ def _loopback(info, rinfo, shadow, grants, gnt, mem, ev, blkif, rings, pending, 
         out[OUT_REQUESTS] += sent
         for t in range(sent):
             seen[t] = 0
-        rc = _fe_be_round(info, rinfo, shadow, grants, gnt, mem, ev, blkif, rings, pending,
-                          pgnt, maptrack, active, vbd, disk, hctx, dispatch, r, tags,
-                          statuses, seen, first_tag, sent, out)
+        rc = _fe_be_round(fe, be, mq, r, done, seen, first_tag, sent, out)
         if rc < 0:
             out[OUT_RC] = rc
             return
@@ -219,9 +232,9 @@ def loopback(conn, *, nr_ios: int = 100_000, batch: int = 1, device: str = "null
     buf_pfn = first + max_pages * np.arange(batch, dtype=np.int64)
     disk_shadow = np.zeros(dev_sectors * SECTOR_SIZE if verify else 0, np.uint8)
     expect = np.zeros((batch, max_pages * XEN_PAGE_SIZE) if verify else (batch, 0), np.uint8)
-    ents = conn.nr_ents
-    scratch = (np.zeros(pieces, np.int8), np.zeros(ents, np.int64), np.zeros(ents, np.int64),
+    scratch = (np.zeros(pieces, np.int8), np.zeros(conn.nr_ents, DONE_DTYPE),
                np.zeros(batch, np.int64))
+    mq = BlkMq(hctx, dispatch)
     best = float("inf")
     total = np.zeros(OUT_RC + 1, np.int64)
     streams = new_streams(seed, repeat)
@@ -229,11 +242,9 @@ def loopback(conn, *, nr_ios: int = 100_000, batch: int = 1, device: str = "null
         out = np.zeros(OUT_RC + 1, np.int64)
         with first_compile("the protocol loopback", _self, COMPILE_S):
             t0 = time.perf_counter()
-            _loopback(fe.info, fe.rinfo, fe.shadow, fe.grants, fe.gnt, fe.mem, fe.evtchn,
-                      be.blkif, be.rings, be.pending, be.pgnt, be.maptrack, be.active,
-                      be.vbd.vbd, be.vbd.disk, hctx, dispatch, wl[0], streams[max(rep, 0)],
-                      nr_ios if rep >= 0 else 0, batch, buf_pfn, disk_shadow, expect,
-                      *scratch, out)
+            _loopback(fe.arrays(), be.arrays(), mq, wl[0], streams[max(rep, 0)],
+                      (nr_ios if rep >= 0 else 0, batch), buf_pfn, (disk_shadow, expect),
+                      scratch, out)
         if rep < 0:
             continue
         best = min(best, time.perf_counter() - t0)

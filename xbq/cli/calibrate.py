@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from xbq.cli import nonnegative_int, positive_int
-from xbq.engines.des.calibrate import FIT_PARAMS
 from xbq.engines.des.table import TABLE_COLUMNS
+from xbq.study.calibrate import FIT_PARAMS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,10 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xbq.engines.des.calibrate import START, calibrate, write_result
     from xbq.engines.des.params import DesParams
     from xbq.errors import XbqError
     from xbq.progress import Progress
+    from xbq.study.calibrate import START, calibrate, write_result
     from xbq.study.datasets import load_iops_table, load_seed
     from xbq.study.paths import provenance
     from xbq.sweep import mapper as sweep_mapper
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         with bar:
             base = None if args.placements is None else \
                 DesParams().replace(**{**START, "placements": args.placements})
-            result = calibrate(table, fit=names, machines=machines, seed=args.seed, base=base,
+            fitted = calibrate(table, fit=names, machines=machines, seed=args.seed, base=base,
                                fit_requests=args.fit_requests, max_nfev=args.max_nfev,
                                final_requests=args.final_requests,
                                final_placements=args.final_placements,
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             client.close()
             if cluster is not None and args.workers:
                 cluster.close()
-    result["provenance"] = started
+    result = {**fitted.to_dict(), "provenance": started}
     if args.out:
         write_result(result, args.out)
         Path(checkpoint).unlink(missing_ok=True)

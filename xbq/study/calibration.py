@@ -18,9 +18,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 
-from xbq.engines.des.calibrate import START, as_verified, fit_machine
 from xbq.engines.des.params import DesParams
 from xbq.engines.des.table import simulate_table
+from xbq.study.calibrate import START, as_verified, fit_machine
 
 TRAIN_MAX_JOBS = 16
 
@@ -30,7 +30,7 @@ def seed_intervals(table, result: dict, *, seeds=(2, 3, 4, 5), max_nfev: int = 4
     """Refit the fitted costs of ``result`` on each of ``seeds``; per cost its value, the
     refits, their min/max and relative spread ((max - min) / value).
 
-    ``mapper(fn, tasks)`` (as :func:`xbq.engines.des.calibrate.calibrate` takes) runs the
+    ``mapper(fn, tasks)`` (as :func:`xbq.study.calibrate.calibrate` takes) runs the
     refits in parallel; default one after another.
     """
     names = [f["name"] for f in result["fitted"]]
@@ -134,8 +134,8 @@ def main(argv=None) -> int:
     import sys
     from pathlib import Path
 
-    from xbq.engines.des.calibrate import write_result
     from xbq.errors import XbqError
+    from xbq.study.calibrate import write_result
     from xbq.study.datasets import load_seed
 
     ap = argparse.ArgumentParser(prog="python -m xbq.study.calibration",

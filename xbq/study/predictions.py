@@ -93,9 +93,9 @@ def _shown(path) -> str:
 
 def main(argv=None) -> int:
     """Write ``rings-16jobs.csv`` and ``README.md`` (command, commit, parameters) to --out."""
-    from xbq.engines.des.calibrate import as_verified
     from xbq.engines.des.params import load_params
     from xbq.errors import XbqError
+    from xbq.study.calibrate import as_verified
     from xbq.study.paths import data_dir, provenance
 
     ap = argparse.ArgumentParser(prog="python -m xbq.study.predictions",

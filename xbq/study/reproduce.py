@@ -136,8 +136,8 @@ def calibrated_params():
 
 def step_twin(ctx: Context) -> str:
     _agg()
-    from xbq.engines.des.calibrate import as_verified
     from xbq.engines.des.table import simulate_table
+    from xbq.study.calibrate import as_verified
     from xbq.study.datasets import load_seed
     from xbq.study.plots import plot_iops
 

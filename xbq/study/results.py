@@ -423,3 +423,62 @@ def write_table(frame: pd.DataFrame, path, kind: str, meta: dict | None = None, 
         atomic_write(sidecar_of(path), json.dumps(side, indent=2, default=str).encode())
     finally:
         lock.release()
+
+
+class JsonLinesStore:
+    """A store of rows as JSON lines (the calibration's checkpoint): the same contract as
+    :class:`ResultsStore` for :func:`run_points` (one writer under a lock, each row fsynced
+    the moment it exists, a torn last line ignored, only regular files), for rows that are
+    not an engine's (nested values, no schema of columns).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file (created at the first row).
+    command : str
+        Named to a second writer.
+    """
+
+    def __init__(self, path, command: str = "xbq", *, wait: bool = False):
+        self.path = Path(path)
+        check_folder(self.path)
+        self._lock = WriterLock(self.path, command, wait=wait)
+        self._rows: dict[str, dict] = {}
+        try:
+            if check_target(self.path):
+                for line in read_bytes(self.path).decode(errors="replace").splitlines():
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        continue  # the line a killed run was writing
+                    if isinstance(row, dict) and isinstance(row.get("point_key"), str):
+                        self._rows[row["point_key"]] = row
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            lock.release()
+
+    def __enter__(self) -> JsonLinesStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def check(self, points) -> None:
+        """Every configuration may live in a checkpoint: nothing to refuse."""
+
+    def rows(self, point_keys) -> list[dict]:
+        return [self._rows[k] for k in point_keys if k in self._rows]
+
+    def append(self, rows: list[dict]) -> None:
+        data = "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows).encode()
+        append_bytes(self.path, data, create=True)
+        for r in rows:
+            self._rows[r["point_key"]] = r

@@ -14,7 +14,7 @@ from xbq.sweep.summary import summarize
 
 
 def mapper(client):
-    """A ``map`` for :func:`xbq.engines.des.calibrate.calibrate`: runs ``fn`` on each item as
+    """A ``map`` for :func:`xbq.study.calibrate.calibrate`: runs ``fn`` on each item as
     a task of ``client`` and yields ``(index, result)`` as they finish."""
     def run_all(fn, items):
         from distributed import as_completed

@@ -20,7 +20,7 @@ import pandas as pd
 from xbq.errors import XbqError
 from xbq.study.results import ResultsStore, run_points
 from xbq.sweep.spec import SweepSpec, load_spec, spec_from_dict
-from xbq.sweep.tasks import failed_row, run_point
+from xbq.sweep.tasks import failed_row, run_batch, run_point, warm_kernels
 
 
 def _spec(spec) -> SweepSpec:
@@ -149,22 +149,50 @@ def _run_all(spec, points, store, client, workers, scheduler, serial, progress, 
     return [rows[p.key] for p in points]
 
 
+#: Tasks per worker a sweep's points are dealt into: enough to balance points of unequal
+#: cost, few enough that a task's round trip through the scheduler is small beside its work.
+TASKS_PER_WORKER = 4
+
+
+def _batches(todo: list, n: int) -> list[list]:
+    """``todo`` dealt round-robin into at most ``n`` batches (neighbouring points, often of
+    similar cost, go to different batches)."""
+    n = max(1, min(n, len(todo)))
+    return [todo[i::n] for i in range(n)]
+
+
 def _run_dask(client, spec: SweepSpec, todo: list, keep, say) -> None:
     from distributed import as_completed
 
     if spec.engine == "native":
         say("native points run one at a time on each worker host (they would measure "
             "each other): a cluster-wide lock per host serialises them")
-    # The first point alone: it compiles the kernels into the shared JIT cache once, and
-    # every other worker then loads them instead of compiling too.
+    # The first point alone: it compiles the kernels into the shared JIT cache once; then
+    # every worker loads them (warm_kernels) before the batches start.
     first = client.submit(run_point, todo[0], pure=False, key=f"xbq-{todo[0].key}")
     keep(_result(first, todo[0]))
     rest = todo[1:]
-    futs = client.map(run_point, rest, pure=False,
-                      key=[f"xbq-{p.key}" for p in rest])
-    futures = dict(zip(futs, rest, strict=True))
+    if not rest:
+        return
+    try:
+        client.run(warm_kernels, spec.engine)
+    except Exception:  # noqa: BLE001 - a worker lost meanwhile: its points just run cold
+        pass
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    batches = _batches(rest, TASKS_PER_WORKER * workers)
+    futs = client.map(run_batch, batches, pure=False)
+    futures = dict(zip(futs, batches, strict=True))
     for fut in as_completed(futs):
-        keep(_result(fut, futures[fut]))
+        for row in _batch_result(fut, futures[fut]):
+            keep(row)
+
+
+def _batch_result(fut, batch) -> list[dict]:
+    try:
+        return fut.result()
+    except Exception as exc:  # the task could not run at all (e.g. its worker kept dying)
+        err = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        return [failed_row(p, err) for p in batch]
 
 
 def _result(fut, point) -> dict:

@@ -58,3 +58,20 @@ def run_point(sp: SweepPoint) -> dict:
         row.setdefault(k, v)
     row["worker_host"] = socket.gethostname()
     return row
+
+
+def run_batch(batch: list[SweepPoint]) -> list[dict]:
+    """Run sweep points one after another on one worker (one task for many short points)."""
+    return [run_point(sp) for sp in batch]
+
+
+def warm_kernels(engine: str) -> None:
+    """Load (or compile) the twin's kernels in this process: a tiny point, its row discarded,
+    so the sweep's own points never wait for them. (Native points are long and run one at a
+    time per host: nothing to gain.)"""
+    if engine == "des":
+        from xbq.engines.des.point import DesPoint
+        from xbq.engines.des.simulate import simulate_point
+
+        simulate_point(DesPoint(jobs=1, queues=1, vcpus=1, iodepth=1, duration_s=1e-4),
+                       quiet=True)

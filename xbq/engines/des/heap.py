@@ -19,8 +19,9 @@ of one heap:
   construction (a FIFO), so these events, many of them far in the future, never make the
   heap deeper. An event that would break a line's order, or finds it full, goes to the heap.
 
-The sizes, heads and next event id are fields of the run's record
-(:data:`xbq.engines.des.state.SIM_DTYPE`).
+The sizes, heads and next event id are fields of the event list's own record
+(:data:`EVL_DTYPE`); this module imports nothing of the twin but :mod:`xbq._jit`. An insert
+that finds no room sets ``full``: the loop stops the run with its error.
 """
 
 from __future__ import annotations
@@ -28,20 +29,32 @@ from __future__ import annotations
 import numpy as np
 
 from xbq._jit import kernel
-from xbq.engines.des.state import ERR_HEAP_FULL, NR_LINES
 
 H_TIME, H_EID, H_KIND, H_ACTOR = range(4)
+#: Delay lines: the end of a pCPU slice, a null-device completion, a backend thread's wake-up.
+LINE_SLICE, LINE_DEV, LINE_WAKE = range(3)
+NR_LINES = 3
+
+#: The event list's scalars: the heap's size and capacity, the next event id, the
+#: next-event slot (full?, the event's time, id, kind and actor), the delay lines' capacity,
+#: heads and lengths, and whether an insert found no room.
+EVL_DTYPE = np.dtype([
+    ("heap_n", "<i8"), ("heap_cap", "<i8"), ("next_eid", "<i8"), ("hot_n", "<i8"),
+    ("hot_t", "<i8"), ("hot_e", "<i8"), ("hot_k", "<i8"), ("hot_a", "<i8"), ("dl_cap", "<i8"),
+    ("dl_h", "<i8", NR_LINES), ("dl_n", "<i8", NR_LINES), ("full", "<i8"),
+], align=True)
 
 
-def new_heap(sim: np.ndarray, capacity: int, line_capacity: int | None = None) -> np.ndarray:
-    """The event array for at most ``capacity`` events in the heap (plus ``line_capacity``,
-    default ``capacity``, in each delay line); sets the sizes in the run record ``sim``."""
+def new_event_list(capacity: int, line_capacity: int | None = None):
+    """``(evl, heap)``: the event list's record and its rows, for at most ``capacity``
+    events in the heap (plus ``line_capacity``, default ``capacity``, in each delay line)."""
     if capacity < 1:
         raise ValueError("heap capacity must be >= 1")
     lines = capacity if line_capacity is None else line_capacity
-    sim["heap_cap"] = capacity
-    sim["dl_cap"] = lines
-    return np.zeros((capacity + NR_LINES * lines, 4), np.int64)
+    evl = np.zeros(1, EVL_DTYPE)
+    evl["heap_cap"] = capacity
+    evl["dl_cap"] = lines
+    return evl, np.zeros((capacity + NR_LINES * lines, 4), np.int64)
 
 
 @kernel(forceinline=True)
@@ -73,58 +86,58 @@ def _sift_up(heap, i, t, e, k, a):
 
 
 @kernel(forceinline=True)
-def _heap_insert(heap, sim, t, e, k, a):
-    if sim.heap_n >= sim.heap_cap:
+def _heap_insert(heap, evl, t, e, k, a):
+    if evl.heap_n >= evl.heap_cap:
         return False
-    _sift_up(heap, sim.heap_n, t, e, k, a)
-    sim.heap_n += 1
+    _sift_up(heap, evl.heap_n, t, e, k, a)
+    evl.heap_n += 1
     return True
 
 
 @kernel(forceinline=True)
-def heap_push(heap, sim, time, kind, actor):
+def heap_push(heap, evl, time, kind, actor):
     """Schedule event ``kind`` for ``actor`` at ``time`` ns; False if the heap is full.
 
-    Changes ``heap``, ``sim.heap_n``, ``sim.hot_*``, ``sim.next_eid``.
+    Changes ``heap``, ``evl.heap_n``, ``evl.hot_*``, ``evl.next_eid``.
     """
-    e = sim.next_eid
-    if sim.hot_n:
-        if time < sim.hot_t:  # the new one is first: the old next event joins the heap
-            if not _heap_insert(heap, sim, sim.hot_t, sim.hot_e, sim.hot_k, sim.hot_a):
+    e = evl.next_eid
+    if evl.hot_n:
+        if time < evl.hot_t:  # the new one is first: the old next event joins the heap
+            if not _heap_insert(heap, evl, evl.hot_t, evl.hot_e, evl.hot_k, evl.hot_a):
                 return False
-            sim.hot_t, sim.hot_e, sim.hot_k, sim.hot_a = time, e, kind, actor
-        elif not _heap_insert(heap, sim, time, e, kind, actor):
+            evl.hot_t, evl.hot_e, evl.hot_k, evl.hot_a = time, e, kind, actor
+        elif not _heap_insert(heap, evl, time, e, kind, actor):
             return False
-    elif sim.heap_n == 0 or _before(time, e, heap, 0):
-        sim.hot_n = 1
-        sim.hot_t, sim.hot_e, sim.hot_k, sim.hot_a = time, e, kind, actor
-    elif not _heap_insert(heap, sim, time, e, kind, actor):
+    elif evl.heap_n == 0 or _before(time, e, heap, 0):
+        evl.hot_n = 1
+        evl.hot_t, evl.hot_e, evl.hot_k, evl.hot_a = time, e, kind, actor
+    elif not _heap_insert(heap, evl, time, e, kind, actor):
         return False
-    sim.next_eid = e + 1
+    evl.next_eid = e + 1
     return True
 
 
 @kernel(forceinline=True)
-def line_push(heap, sim, line, time, kind, actor):
+def line_push(heap, evl, line, time, kind, actor):
     """Append an event to delay line ``line`` if it keeps the line sorted and fits, else
     schedule it as any other (:func:`heap_push`). False if nothing had room."""
-    n = sim.dl_n[line]
-    cap = sim.dl_cap
+    n = evl.dl_n[line]
+    cap = evl.dl_cap
     if n < cap:
-        base = sim.heap_cap + line * cap
-        h = sim.dl_h[line]
+        base = evl.heap_cap + line * cap
+        h = evl.dl_h[line]
         if n == 0 or time >= heap[base + (h + n - 1) % cap, H_TIME]:
-            _put(heap, base + (h + n) % cap, time, sim.next_eid, kind, actor)
-            sim.dl_n[line] = n + 1
-            sim.next_eid += 1
+            _put(heap, base + (h + n) % cap, time, evl.next_eid, kind, actor)
+            evl.dl_n[line] = n + 1
+            evl.next_eid += 1
             return True
-    return heap_push(heap, sim, time, kind, actor)
+    return heap_push(heap, evl, time, kind, actor)
 
 
 @kernel(forceinline=True)
-def _heap_remove_top(heap, sim):
-    n = sim.heap_n - 1
-    sim.heap_n = n
+def _heap_remove_top(heap, evl):
+    n = evl.heap_n - 1
+    evl.heap_n = n
     if n > 0:  # move the last entry down from the root's hole
         lt, le, lk, la = heap[n, H_TIME], heap[n, H_EID], heap[n, H_KIND], heap[n, H_ACTOR]
         i = 0
@@ -143,63 +156,56 @@ def _heap_remove_top(heap, sim):
 
 
 @kernel(forceinline=True)
-def heap_pop(heap, sim):
+def heap_pop(heap, evl):
     """Remove the earliest pending event; return ``(time, eid, kind, actor)`` (one is
-    pending). Changes ``heap``, ``sim.heap_n``, ``sim.hot_n``, ``sim.dl_*``."""
+    pending). Changes ``heap``, ``evl.heap_n``, ``evl.hot_n``, ``evl.dl_*``."""
     # the candidate rows: -1 the next-event slot, 0 the heap's root, else a line's head
     best = -2
     bt = np.int64(0)
     be = np.int64(0)
-    if sim.hot_n:
-        best, bt, be = -1, sim.hot_t, sim.hot_e
-    elif sim.heap_n:
+    if evl.hot_n:
+        best, bt, be = -1, evl.hot_t, evl.hot_e
+    elif evl.heap_n:
         best, bt, be = 0, heap[0, H_TIME], heap[0, H_EID]
-    cap = sim.dl_cap
+    cap = evl.dl_cap
     for line in range(NR_LINES):
-        if sim.dl_n[line]:
-            row = sim.heap_cap + line * cap + sim.dl_h[line]
+        if evl.dl_n[line]:
+            row = evl.heap_cap + line * cap + evl.dl_h[line]
             t, e = heap[row, H_TIME], heap[row, H_EID]
             if best == -2 or t < bt or (t == bt and e < be):
-                best, bt, be = sim.heap_cap + line, t, e
+                best, bt, be = evl.heap_cap + line, t, e
     if best == -1:
-        sim.hot_n = 0
-        return sim.hot_t, sim.hot_e, sim.hot_k, sim.hot_a
+        evl.hot_n = 0
+        return evl.hot_t, evl.hot_e, evl.hot_k, evl.hot_a
     if best == 0:
         k, a = heap[0, H_KIND], heap[0, H_ACTOR]
-        _heap_remove_top(heap, sim)
+        _heap_remove_top(heap, evl)
         return bt, be, k, a
-    line = best - sim.heap_cap
-    row = sim.heap_cap + line * cap + sim.dl_h[line]
-    sim.dl_h[line] = (sim.dl_h[line] + 1) % cap
-    sim.dl_n[line] -= 1
+    line = best - evl.heap_cap
+    row = evl.heap_cap + line * cap + evl.dl_h[line]
+    evl.dl_h[line] = (evl.dl_h[line] + 1) % cap
+    evl.dl_n[line] -= 1
     return bt, be, heap[row, H_KIND], heap[row, H_ACTOR]
 
 
 @kernel(forceinline=True)
-def pending(sim):
+def pending(evl):
     """Events waiting: in the heap, the next-event slot and the delay lines."""
-    n = sim.heap_n + sim.hot_n
+    n = evl.heap_n + evl.hot_n
     for line in range(NR_LINES):
-        n += sim.dl_n[line]
+        n += evl.dl_n[line]
     return n
 
 
 @kernel(forceinline=True)
-def _note(sim, ok):
-    if not ok:
-        sim.acc_err = ERR_HEAP_FULL
-    n = pending(sim)
-    if n > sim.acc_heap_max:
-        sim.acc_heap_max = n
+def push(heap, evl, t, kind, actor):
+    """Schedule an event; a full heap sets ``full`` (the loop stops the run)."""
+    if not heap_push(heap, evl, t, kind, actor):
+        evl.full = 1
 
 
 @kernel(forceinline=True)
-def push(heap, sim, t, kind, actor):
-    """Schedule an event; a full heap stops the run (``ERR_HEAP_FULL``)."""
-    _note(sim, heap_push(heap, sim, t, kind, actor))
-
-
-@kernel(forceinline=True)
-def push_line(heap, sim, line, t, kind, actor):
+def push_line(heap, evl, line, t, kind, actor):
     """Schedule an event due a fixed delay after now on delay line ``line`` (or the heap)."""
-    _note(sim, line_push(heap, sim, line, t, kind, actor))
+    if not line_push(heap, evl, line, t, kind, actor):
+        evl.full = 1

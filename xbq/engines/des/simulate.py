@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from xbq._jit import first_compile
-from xbq.blkif.blk_mq import blk_mq_map_queues, new_hw_queues
+from xbq.blkif.blk_mq import BlkMq, blk_mq_map_queues, new_hw_queues
 from xbq.blkif.blkback import BLKBACK_STATS
 from xbq.blkif.blkfront import BLKFRONT_STATS
 from xbq.blkif.pair import blkif_pair, connect_pair
@@ -73,7 +73,6 @@ WARMUP_MAX_S = 5.0
 DRAIN_MAX_S = 10.0
 #: Cold compile of the twin's kernels on 2 cores (s), quoted by the first-run notice.
 COMPILE_S = 35
-_INJECT = {"drop": S.INJECT_DROP, "duplicate": S.INJECT_DUPLICATE}
 _FS = {n: i for i, n in enumerate(BLKFRONT_STATS)}
 _BS = {n: i for i, n in enumerate(BLKBACK_STATS)}
 
@@ -163,45 +162,43 @@ def _run(pt: DesPoint, pair: blkif_pair, job_vcpu, max_events, inject, quiet) ->
     open_loop = p.arrival_ns > 0
     maxio = 65536 if open_loop else jobs * iodepth
     max_split = -(-max_block_sectors(wl) // fe.max_sectors)
-    sim = np.zeros(1, S.SIM_DTYPE)
-    s = sim[0]
+    cfg = np.zeros(1, S.CFG_DTYPE)
+    c = cfg[0]
     for name, value in dict(
             sq=int(mode == "sq"), jobs=jobs, vcpus=vcpus, ncpu=vcpus + dom0, rings=rings,
             nr_ents=ents, iodepth=iodepth, warm_min=int(round(warmup * 1e9)),
             duration=int(round(duration * 1e9)), maxio=maxio, max_sectors=fe.max_sectors,
             buf_pfn=buf_pfn, open=int(open_loop), ssd=int(p.device_ssd),
-            channels=int(p.ssd_channels), nflocks=nflocks, belock=nflocks,
-            max_events=max_events,
-            warm_ios=_warmup_ios(pt),
+            channels=p.ssd_channels, nflocks=nflocks, belock=nflocks,
+            max_events=max_events, warm_ios=_warmup_ios(pt),
             drain_max=int(DRAIN_MAX_S * 1e9),
             tag_depth=_tag_depth(mode, ents) if p.tag_wait else 0).items():
-        s[name] = value
-    s["warm_max"] = s["warm_min"] + int(WARMUP_MAX_S * 1e9)
+        c[name] = value
+    c["warm_max"] = c["warm_min"] + int(WARMUP_MAX_S * 1e9)
     if inject is not None:  # test hook: (what, k) drops or duplicates the k-th completion
-        s["inject"], s["inject_at"] = _INJECT[inject[0]], int(inject[1])
+        c["inject"], c["inject_at"] = S.INJECT[inject[0]], int(inject[1])
     job_ring = blk_mq_map_queues(vcpus, rings)[job_vcpu]
     ring_irq = (np.arange(rings) % vcpus) if (mode == "mq" and p.irq_spread) \
         else np.zeros(rings, np.int64)
     ring_be = vcpus + np.arange(rings) % dom0
     streams = new_streams(seed, 2 * jobs + 1)
-    st = S.new_state(sim, streams, len(BLKFRONT_STATS), len(BLKBACK_STATS), job_vcpu, job_ring,
-                     ring_irq, ring_be, qcap=jobs + rings * ents + rings + 8,
-                     pcpus=int(p.pcpus))
-    hctx, dispatch = new_hw_queues(rings, maxio * max_split + 1)
+    tw = S.new_twin(cfg, streams, len(BLKFRONT_STATS), len(BLKBACK_STATS), job_vcpu,
+                    job_ring, ring_irq, ring_be, pcpus=p.pcpus)
+    mq = BlkMq(*new_hw_queues(rings, maxio * max_split + 1))
+    io = S.Io(fe.arrays(), be.arrays(), mq, wl[0])
     P = p.to_record()
     with first_compile("the discrete-event twin", des_loop, COMPILE_S, quiet=quiet):
         t0 = time.perf_counter()
-        run(sim, st["cpus"], st["runq"], st["prq"], st["heap"], st["jobs"], st["pend"],
-            st["ios"], streams, st["drings"], st["done"], st["locks"], st["lockq"], st["dq"],
-            hctx, dispatch, fe.args(), be.args(), wl[0], P)
+        run(tw, io, P)
         wall = time.perf_counter() - t0
-    if s["t_warm"] >= S.NEVER and not s["acc_err"]:
+    s = tw.run[0]
+    if s["t_warm"] >= S.NEVER and not s["err"]:
         raise XbqError("simulation ended before its warm-up did (no events left)")
-    if s["acc_err"]:
-        code = int(s["acc_err"])
-        where = f" (I/O tag {int(s['acc_err_tag'])})" if code == S.ERR_DUPLICATE else ""
+    if s["err"]:
+        code = int(s["err"])
+        where = f" (I/O tag {int(s['err_tag'])})" if code == S.ERR_DUPLICATE else ""
         raise XbqError(f"simulation failed: {S.ERRORS.get(code, f'code {code}')}{where}")
-    ios = st["ios"]
+    ios = tw.ios
     lost_tags = np.flatnonzero(ios["issued"] > ios["completed"])
     lost = int((ios["issued"] - ios["completed"])[lost_tags].sum())
     if lost:
@@ -209,29 +206,29 @@ def _run(pt: DesPoint, pair: blkif_pair, job_vcpu, max_events, inject, quiet) ->
                        f"{DRAIN_MAX_S:g} s drain (first: I/O tag {int(lost_tags[0])})")
     dur = duration
     done = s["acc_done"]
-    dr = st["drings"]
+    dr = tw.drings
     fs = dr["fs1"].sum(axis=0) - dr["fs0"].sum(axis=0)
     bs = dr["bs1"].sum(axis=0) - dr["bs0"].sum(axis=0)
     reqs = max(fs[_FS["requests"]], 1)
     q50, q99, q999 = hist_quantiles(s["hist"], [0.5, 0.99, 0.999]) / 1e3
-    in_flight = int(s["acc_in_flight"])
+    in_flight = int(s["in_flight"])
     lat_mean = s["acc_lat_sum"] / done if done else float("nan")
-    cpus = st["cpus"]
+    cpus = tw.cpus
     g = slice(0, vcpus)
     d = slice(vcpus, vcpus + dom0)
     dev_util = s["acc_dev_busy"] / (dur * 1e9)
     if p.device_ssd:
         dev_util /= p.ssd_channels
-    parked = float(hctx["parked"].sum())
+    parked = float(mq.hctx["parked"].sum())
     row = {
         "engine": "des", "mode": mode, "jobs": jobs, "queues": rings, "vcpus": vcpus,
         "iodepth": iodepth, "rep": 0, "seed": seed, "duration_s": dur,
         "iops": done / dur, "read_iops": s["acc_reads"] / dur,
         "write_iops": s["acc_writes"] / dur, "mbps": s["acc_bytes"] / dur / 1e6,
         "lat_mean_us": lat_mean / 1e3, "lat_p50_us": q50, "lat_p99_us": q99,
-        "lat_p999_us": q999, "submitted": int(s["acc_submitted"]),
-        "completed": int(s["acc_completed"]),
-        "lost": lost, "duplicated": int(s["acc_dup"]),
+        "lat_p999_us": q999, "submitted": int(s["submitted"]),
+        "completed": int(s["completed"]),
+        "lost": lost, "duplicated": int(s["dup"]),
         "notify_fe_per_req": fs[_FS["notify"]] / reqs,
         "notify_be_per_req": bs[_BS["notify"]] / max(bs[_BS["responses"]], 1),
         "ring_full": int(fs[_FS["ring_full"]]),
@@ -248,15 +245,15 @@ def _run(pt: DesPoint, pair: blkif_pair, job_vcpu, max_events, inject, quiet) ->
         "util_device": dev_util,
         "batch_mean": bs[_BS["requests"]] / max(bs[_BS["batches"]], 1),
         "irq_per_req": fs[_FS["interrupts"]] / reqs,
-        "ctx_per_req": s["acc_ctx"] / reqs,
-        "parked_per_req": parked / max(s["acc_submitted"], 1),
-        "tag_wait_per_req": s["acc_tag_waits"] / max(done, 1),
+        "ctx_per_req": s["ctx"] / reqs,
+        "parked_per_req": parked / max(s["submitted"], 1),
+        "tag_wait_per_req": s["tag_waits"] / max(done, 1),
         "little_L": s["acc_area"] / (dur * 1e9),
         "little_XW": (done / dur) * (lat_mean / 1e9) if done else float("nan"),
-        "max_ring_occupancy": int(s["acc_max_occ"]), "ring_size": ents,
-        "in_flight_end": in_flight, "dropped": int(s["acc_dropped"]),
+        "max_ring_occupancy": int(s["max_occ"]), "ring_size": ents,
+        "in_flight_end": in_flight, "dropped": int(s["dropped"]),
         "warmup_s": float(s["t_warm"]) / 1e9,
-        "events": int(s["acc_events"]), "wall_s": wall,
+        "events": int(s["events"]), "wall_s": wall,
     }
     return row
 

@@ -22,7 +22,7 @@ engine's own records, one per lifetime:
 Job ``j`` (:func:`job_loop`) runs on guest vCPU ``jobs[j].vcpu`` and submits on ring
 ``jobs[j].ring`` (blk-mq's queue for that vCPU; ring 0 in ``sq`` mode). Each submission is
 ``blkif_queue_rq``: take the ring's lock (``io_lock`` in sq, ``ring_lock`` in mq), hand the
-request to blk-mq (:func:`~xbq.blkif.blk_mq.blk_mq_queue_rq`: onto the ring, or onto the
+request to blk-mq (:func:`~xbq.blkif.blk_mq.blkif_queue_rq`: onto the ring, or onto the
 stopped queue's dispatch list when the ring is full), ``flush_requests`` (one push and
 notify check per request, as blk-mq blkfront does), release.
 
@@ -47,15 +47,17 @@ before the read was submitted).
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 
 from xbq._jit import kernel
 from xbq.blkif.blk_mq import (
     BLK_MQ_PARKED,
-    blk_mq_queue_rq,
-    blk_mq_run_hw_queue,
     blk_rq_nr_pieces,
     blk_rq_piece,
+    blkif_queue_rq,
+    kick_pending_request_queues,
 )
 from xbq.blkif.blkback import BS_REQUESTS, EACCES, do_block_io_op
 from xbq.blkif.blkfront import blkif_interrupt, flush_requests
@@ -77,6 +79,11 @@ from xbq.xen.atomic import (
     usleep,
 )
 from xbq.xen.evtchn import evtchn_set_pending, evtchn_test_and_clear_pending
+
+#: The engine's own arrays, by name, as the loops take them in one argument (see the module
+#: docstring); ``par`` is a one-record array, ``done`` the interrupt handlers' output
+#: (:data:`xbq.blkif.blkfront.DONE_DTYPE`, ``[job, nr_ents]``).
+Native = namedtuple("Native", "ctl par jobs irq_vcpu cnt slots tags locks mcs hist done wseq")
 
 # --- control words (int64[64]; the hot ones on their own cache lines) ------------------------
 C_PHASE = 0
@@ -188,25 +195,26 @@ def _idle(k, spin):
 # --- the interrupt handler ------------------------------------------------------------------
 
 
-@kernel
-def handle_irq(j, q, info, rinfo, shadow, grants, gnt, mem, ev, hctx, dispatch, ctl, par, cnt,
-               slots, tags, locks, mcs, hist, done_tag, done_status, phase):
-    """blkfront's ``blkif_interrupt`` for ring ``q``, run by job ``j``, the queue's restart,
-    then the completions.
+@kernel(forceinline=True)
+def handle_irq(j, q, fe, mq, nt, phase):
+    """blkfront's ``blkif_interrupt`` for ring ``q``, run by job ``j``, the queue's restart
+    (``kick_pending_request_queues``), then the completions.
 
     Returns the responses handled, or -1 after recording an abort reason.
     """
+    ctl, par, cnt, slots, tags = nt.ctl, nt.par[0], nt.cnt, nt.slots, nt.tags
     kind, tmo = par.lock, par.timeout_ns
-    if spin_lock(locks, q, kind, mcs, j, tmo) != 0:
+    if spin_lock(nt.locks, q, kind, nt.mcs, j, tmo) != 0:
         return _abort(ctl, AB_LOCK, j, q, 0)
-    n = blkif_interrupt(info, rinfo, shadow, grants, gnt, mem, q, done_tag, done_status)
+    done = nt.done[j]
+    n = blkif_interrupt(fe.info, fe.rinfo, fe.shadow, fe.grants, fe.gnt, fe.mem, q, done)
     restarted = 0
     if n >= 0:
-        restarted = blk_mq_run_hw_queue(hctx, dispatch, info, rinfo, shadow, grants, gnt, mem,
-                                        q)
+        restarted = kick_pending_request_queues(mq.hctx, mq.dispatch, fe.info, fe.rinfo,
+                                                fe.shadow, fe.grants, fe.gnt, fe.mem, q)
         if restarted > 0:
-            flush_requests(rinfo, mem, ev, q)
-    if spin_unlock(locks, q, kind, mcs, j, tmo) != 0:
+            flush_requests(fe.rinfo, fe.mem, fe.evtchn, q)
+    if spin_unlock(nt.locks, q, kind, nt.mcs, j, tmo) != 0:
         return _abort(ctl, AB_LOCK, j, q, 1)
     if n < 0:
         return _abort(ctl, AB_PROTOCOL, j, q, 0)
@@ -216,9 +224,9 @@ def handle_irq(j, q, info, rinfo, shadow, grants, gnt, mem, ev, hctx, dispatch, 
     maxp = par.max_pieces
     c = cnt[j]
     for k in range(n):
-        tag = done_tag[k]
-        if done_status[k] != 0:
-            return _abort(ctl, AB_STATUS, j, tag, done_status[k])
+        tag = done[k].tag
+        if done[k].status != 0:
+            return _abort(ctl, AB_STATUS, j, tag, done[k].status)
         if tag < 0 or tag >= tags.size:
             return _abort(ctl, AB_BAD_TAG, j, tag, q)
         times = 1
@@ -243,7 +251,7 @@ def handle_irq(j, q, info, rinfo, shadow, grants, gnt, mem, ev, hctx, dispatch, 
                 c[CNT_READS] += 1
             c[CNT_BYTES] += nbytes
             if phase == PHASE_MEASURE:
-                hist_record(hist, now - t0)
+                hist_record(nt.hist[j], now - t0)
     if n > 0:
         c[CNT_IRQS] += 1
         c[CNT_PROGRESS] += n
@@ -253,14 +261,14 @@ def handle_irq(j, q, info, rinfo, shadow, grants, gnt, mem, ev, hctx, dispatch, 
 # --- the submit path -------------------------------------------------------------------------
 
 
-@kernel
-def submit_io(j, slot, r, info, rinfo, shadow, grants, gnt, mem, ev, hctx, dispatch, ctl, par,
-              slots, tags, locks, mcs):
+@kernel(forceinline=True)
+def submit_io(j, slot, r, fe, mq, nt):
     """``blkif_queue_rq`` for the driver requests of one I/O (split at ``max_sectors`` as the
     block layer splits a bio): each goes onto the ring, or waits on the stopped queue.
 
     Returns the pieces, or -1 after recording an abort reason.
     """
+    ctl, par, slots, tags, locks, mcs = nt.ctl, nt.par[0], nt.slots, nt.tags, nt.locks, nt.mcs
     kind, tmo = par.lock, par.timeout_ns
     maxs, maxp = par.max_sectors, par.max_pieces
     s = slots[slot]
@@ -272,10 +280,10 @@ def submit_io(j, slot, r, info, rinfo, shadow, grants, gnt, mem, ev, hctx, dispa
         add_i64_at(tags, tag, TAG_OFF_ISSUED, 1)  # before the backend can possibly see it
         if spin_lock(locks, r, kind, mcs, j, tmo) != 0:
             return _abort(ctl, AB_LOCK, j, r, 0)
-        rid = blk_mq_queue_rq(hctx, dispatch, info, rinfo, shadow, grants, gnt, mem, r, op,
-                              s.sector + off, n, s.buf + off // 8, tag)
+        rid = blkif_queue_rq(mq.hctx, mq.dispatch, fe.info, fe.rinfo, fe.shadow, fe.grants,
+                             fe.gnt, fe.mem, r, op, s.sector + off, n, s.buf + off // 8, tag)
         if rid >= 0:
-            flush_requests(rinfo, mem, ev, r)
+            flush_requests(fe.rinfo, fe.mem, fe.evtchn, r)
         if spin_unlock(locks, r, kind, mcs, j, tmo) != 0:
             return _abort(ctl, AB_LOCK, j, r, 1)
         if rid < 0 and rid != BLK_MQ_PARKED:
@@ -333,13 +341,13 @@ def _reap(j, slot, seq, mem, ctl, par, slots, wseq):
 
 
 @kernel
-def job_loop(j, info, rinfo, shadow, grants, gnt, mem, ev, hctx, dispatch, ctl, par, jobs,
-             irq_vcpu, cnt, slots, tags, locks, mcs, hist, done_tag, done_status, wseq, wl):
+def job_loop(j, fe, mq, nt, wl):
     """One fio job on its vCPU: keep ``iodepth`` I/Os in flight, play the bound interrupts.
 
     Runs until the run drains (every job's I/Os complete) or aborts. Returns 0, or -1 when
     this job recorded the abort reason.
     """
+    ctl, par, jobs, slots, mem = nt.ctl, nt.par[0], nt.jobs, nt.slots, fe.mem
     D = par.iodepth
     nrings = par.rings
     job = jobs[j]
@@ -347,7 +355,7 @@ def job_loop(j, info, rinfo, shadow, grants, gnt, mem, ev, hctx, dispatch, ctl, 
     v = job.vcpu
     base = j * D
     nj = par.jobs
-    c = cnt[j]
+    c = nt.cnt[j]
     seq = 0
     idle = 0
     while True:
@@ -356,10 +364,9 @@ def job_loop(j, info, rinfo, shadow, grants, gnt, mem, ev, hctx, dispatch, ctl, 
         phase = atomic_load(ctl, C_PHASE)
         work = 0
         for q in range(nrings):
-            if irq_vcpu[q] == v and evtchn_test_and_clear_pending(ev, rinfo[q].evtchn):
-                n = handle_irq(j, q, info, rinfo, shadow, grants, gnt, mem, ev, hctx, dispatch,
-                               ctl, par, cnt, slots, tags, locks, mcs, hist[j], done_tag[j],
-                               done_status[j], phase)
+            if nt.irq_vcpu[q] == v and evtchn_test_and_clear_pending(fe.evtchn,
+                                                                      fe.rinfo[q].evtchn):
+                n = handle_irq(j, q, fe, mq, nt, phase)
                 if n < 0:
                     return -1
                 work += n
@@ -372,15 +379,14 @@ def job_loop(j, info, rinfo, shadow, grants, gnt, mem, ev, hctx, dispatch, ctl, 
                 busy += 1
                 continue
             if state == 0:
-                if not _reap(j, slot, seq, mem, ctl, par, slots, wseq):
+                if not _reap(j, slot, seq, mem, ctl, par, slots, nt.wseq):
                     return -1
                 work += 1
             if draining:
                 continue
             seq += 1
             _start_io(j, slot, seq, job, mem, par, slots, wl)
-            p = submit_io(j, slot, r, info, rinfo, shadow, grants, gnt, mem, ev, hctx,
-                          dispatch, ctl, par, slots, tags, locks, mcs)
+            p = submit_io(j, slot, r, fe, mq, nt)
             if p < 0:
                 return -1
             work += p
@@ -407,8 +413,7 @@ def job_loop(j, info, rinfo, shadow, grants, gnt, mem, ev, hctx, dispatch, ctl, 
 
 
 @kernel
-def backend_loop(r, t, blkif, rings, pending, pgnt, maptrack, gnt, active, mem, ev, vbd, disk,
-                 ctl, par, cnt):
+def backend_loop(r, t, be, nt):
     """blkback ``xen_blkif_schedule`` for ring ``r`` as thread ``t``.
 
     Waits for the ring's event (``waiting_reqs``) with a bounded spin, then yields; clears it
@@ -416,9 +421,11 @@ def backend_loop(r, t, blkif, rings, pending, pgnt, maptrack, gnt, active, mem, 
     ``stall_ring``/``stall_after`` makes ring ``r``'s thread stop servicing after that many
     requests (so the watchdog has something to catch). Returns 0, or -1 after an abort.
     """
+    ctl, par = nt.ctl, nt.par[0]
+    rings, ev = be.rings, be.evtchn
     port = rings[r].evtchn
     stall = par.stall_ring == r
-    c = cnt[t]
+    c = nt.cnt[t]
     idle = 0
     while True:
         if atomic_load(ctl, C_ABORT) != 0 or atomic_load(ctl, C_PHASE) >= PHASE_EXIT:
@@ -432,8 +439,8 @@ def backend_loop(r, t, blkif, rings, pending, pgnt, maptrack, gnt, active, mem, 
             continue
         idle = 0
         before = rings[r].stats[BS_REQUESTS]
-        ret = do_block_io_op(blkif, rings, pending, pgnt, maptrack, gnt, active, mem, ev, vbd,
-                             disk, r)
+        ret = do_block_io_op(be.blkif, rings, be.pending, be.pgnt, be.maptrack, be.gnt,
+                             be.active, be.mem, ev, be.vbd, be.disk, r)
         if ret == -EACCES:
             return _abort(ctl, AB_HALTED, t, r, 0)
         if ret > 0:

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xbq._jit import first_compile
-from xbq.blkif.blk_mq import blk_mq_map_queues, new_hw_queues
+from xbq.blkif.blk_mq import BlkMq, blk_mq_map_queues, new_hw_queues
 from xbq.blkif.blkback import BS_BATCHES, BS_NOTIFY, BS_REQUESTS, BS_RESPONSES
 from xbq.blkif.blkfront import (
     BLKIF_STATE_CONNECTED,
+    DONE_DTYPE,
     FS_INTERRUPTS,
     FS_NOTIFY,
     FS_REQUESTS,
@@ -203,36 +204,30 @@ class _Point:
             else first_buf  # the null device never touches data
         T = J + R
         ents = self.conn.nr_ents
-        self.run = dict(
-            ctl=np.zeros(K.N_CTL, np.int64), par=par[0], jobs=jobs, irq_vcpu=irq_vcpu,
+        self.run = K.Native(
+            ctl=np.zeros(K.N_CTL, np.int64), par=par, jobs=jobs, irq_vcpu=irq_vcpu,
             cnt=np.zeros((T, K.CNT_WORDS), np.int64), slots=slots,
             tags=np.zeros(J * D * maxp, K.TAG_DTYPE), locks=new_locks(R),
-            mcs=new_mcs_nodes(J), hist=new_hist(J), done_tag=np.zeros((J, ents), np.int64),
-            done_status=np.zeros((J, ents), np.int64),
+            mcs=new_mcs_nodes(J), hist=new_hist(J), done=np.zeros((J, ents), DONE_DTYPE),
             wseq=np.full(sectors if data else 1, K.WSEQ_NEVER, np.int64))
-        self.ctl, self.cnt, self.tags = self.run["ctl"], self.run["cnt"], self.run["tags"]
+        self.ctl, self.cnt, self.tags = self.run.ctl, self.run.cnt, self.run.tags
         self.sectors, self.region, self.data = sectors, region, data
-        assert self.run["mcs"].size >= J * MCS_WORDS
+        assert self.run.mcs.size >= J * MCS_WORDS
 
     def job_args(self, j: int) -> tuple:
         """The arguments of :func:`~xbq.engines.native.loops.job_loop` for job ``j``."""
-        fe, x = self.fe, self.run
-        return (j, fe.info, fe.rinfo, fe.shadow, fe.grants, fe.gnt, fe.mem, fe.evtchn,
-                self.hctx, self.dispatch, x["ctl"], x["par"], x["jobs"], x["irq_vcpu"],
-                x["cnt"], x["slots"], x["tags"], x["locks"], x["mcs"], x["hist"],
-                x["done_tag"], x["done_status"], x["wseq"], self.wl[0])
+        return j, self.fe.arrays(), BlkMq(self.hctx, self.dispatch), self.run, self.wl[0]
 
     def backend_args(self, r: int) -> tuple:
         """The arguments of :func:`~xbq.engines.native.loops.backend_loop` for ring ``r``."""
-        x = self.run
-        return (r, self.J + r, *self.be.args(), x["ctl"], x["par"], x["cnt"])
+        return r, self.J + r, self.be.arrays(), self.run
 
     # -- names and ring state for messages -------------------------------------------------
 
     def thread_name(self, t: int) -> str:
         if t < self.J:
             v = int(self.job_vcpu[t])
-            return f"job {t} (vCPU {v}, ring {int(self.run['jobs']['ring'][t])})"
+            return f"job {t} (vCPU {v}, ring {int(self.run.jobs['ring'][t])})"
         return f"backend thread {DEV_NAME}-{t - self.J} (ring {t - self.J})"
 
     def ring_indices(self, r: int) -> dict[str, int]:
@@ -250,7 +245,7 @@ class _Point:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return {"t": time.perf_counter(), "cpu": ru.ru_utime + ru.ru_stime,
                 "cnt": self.cnt.copy(), "fs": self.fe.rinfo["stats"].copy(),
-                "bs": self.be.rings["stats"].copy(), "locks": self.run["locks"].copy(),
+                "bs": self.be.rings["stats"].copy(), "locks": self.run.locks.copy(),
                 "parked": int(self.hctx["parked"].sum())}
 
 
@@ -452,7 +447,7 @@ def _check_disk(pt: _Point) -> None:
     k = np.arange(64, dtype=np.uint64)
     for j in range(pt.J):
         lo, hi = j * pt.region, (j + 1) * pt.region
-        written = pt.run["wseq"][lo:hi] != K.WSEQ_NEVER
+        written = pt.run.wseq[lo:hi] != K.WSEQ_NEVER
         s = np.arange(lo, hi, dtype=np.uint64)[written]
         want = (np.uint64(j + 1) << np.uint64(56)) | (s[:, None] << np.uint64(8)) | k[None, :]
         got = disk[lo:hi][written]
@@ -482,7 +477,7 @@ def _row(pt: _Point, s0: dict, s1: dict, elapsed: float, acct) -> dict:
     lk_max = s1["locks"].reshape(pt.R, LOCK_WORDS)[:, LK_MAX_WAITERS].max()
     ios = int(cnt[K.CNT_READS] + cnt[K.CNT_WRITES])
     cpu = s1["cpu"] - s0["cpu"]
-    q50, q99, q999 = hist_quantiles(pt.run["hist"], [0.5, 0.99, 0.999]) / 1e3
+    q50, q99, q999 = hist_quantiles(pt.run.hist, [0.5, 0.99, 0.999]) / 1e3
     acquired = int(lk[:, LK_ACQUIRED].sum())
     contended = int(lk[:, LK_CONTENDED].sum())
     submitted, completed, lost, dup = acct
@@ -491,7 +486,7 @@ def _row(pt: _Point, s0: dict, s1: dict, elapsed: float, acct) -> dict:
         "vcpus": cfg.vcpus, "iodepth": cfg.iodepth, "rep": cfg.rep, "seed": cfg.seed,
         "duration_s": dt, "iops": ios / dt, "read_iops": int(cnt[K.CNT_READS]) / dt,
         "write_iops": int(cnt[K.CNT_WRITES]) / dt, "mbps": int(cnt[K.CNT_BYTES]) / dt / 1e6,
-        "lat_mean_us": hist_mean(pt.run["hist"]) / 1e3, "lat_p50_us": q50, "lat_p99_us": q99,
+        "lat_mean_us": hist_mean(pt.run.hist) / 1e3, "lat_p50_us": q50, "lat_p99_us": q99,
         "lat_p999_us": q999, "submitted": submitted, "completed": completed, "lost": lost,
         "duplicated": dup,
         "notify_fe_per_req": fs[FS_NOTIFY] / max(fs[FS_REQUESTS], 1),

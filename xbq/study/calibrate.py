@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from xbq.engines.des.params import FIELDS, PHYSICAL, UNITS, DesParams
+from xbq.engines.des.params import COST_FIELDS, FIELDS, PHYSICAL, UNITS, DesParams
 from xbq.engines.des.table import TABLE_COLUMNS, check_table, simulate_table
 from xbq.engines.schema import point_key
 from xbq.errors import XbqError
-from xbq.files import append_bytes, atomic_write
+from xbq.files import atomic_write
+from xbq.study.results import JsonLinesStore, run_points
 
 #: Parameters fitted by default: the costs neither the literature nor the seed pins down.
 FIT_PARAMS = ("submit_ns", "sq_locked_ns", "fe_cs_ns", "handoff_per_waiter_ns", "be_req_ns",
@@ -54,6 +56,24 @@ def as_verified(params: DesParams, placements: int = FINAL_PLACEMENTS) -> DesPar
     """``params`` as a calibration's final check runs them: with jobs placed at random, on
     ``placements`` placements a point (pinned jobs: unchanged)."""
     return params.replace(placements=placements) if params.job_placement else params
+
+
+@dataclass(frozen=True)
+class MachineFit:
+    """One machine setting's fit as :func:`xbq.study.results.run_points` runs it: ``task``
+    for :func:`fit_machine`, and ``key``, the hash of everything that determines it (the
+    table, the costs fitted, the setting, the start, the seed, the evaluations)."""
+
+    index: int
+    settings: dict
+    task: tuple
+
+    @property
+    def key(self) -> str:
+        return point_key(self.settings)
+
+    def config(self) -> dict:
+        return self.settings
 
 
 def _bounds(name: str) -> tuple[float, float]:
@@ -148,18 +168,20 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
 
     Returns
     -------
-    dict
-        ``params`` (all parameters, fitted ones replaced), ``fitted`` (name, value, unit
-        bounds, at_bound), ``points`` (series, jobs, measured, simulated, rel_error),
-        ``median_rel_error``, ``max_rel_error``, ``within_10pct``, ``machines`` (each
-        setting tried: its overrides, fit cost and errors), ``fit`` (method, nfev, seconds,
-        seed, durations).
+    CalibrationResult
+        lmfit-shaped: ``params`` (the fitted costs), ``residual`` (the final check's relative
+        errors), ``nfev``, ``success``, ``chisqr``, ``aic``, ``bic``...; ``values`` (every
+        parameter), ``points`` (series, jobs, measured, simulated, rel_error, rel_se),
+        ``machines`` (each setting tried: its overrides, fit cost and errors), ``machine``
+        (the kept one); :meth:`CalibrationResult.to_dict` the calibration file.
     """
     check_table(table)
     names = list(fit)
-    bad = [n for n in names if n not in FIELDS]
+    bad = [n for n in names if n not in COST_FIELDS]
     if bad:
-        raise XbqError(f"unknown parameter(s) to fit: {', '.join(bad)}")
+        kind = "machine setting(s), chosen not fitted" if set(bad) <= set(FIELDS) else \
+            "unknown parameter(s)"
+        raise XbqError(f"only costs (*_ns) are fitted; {', '.join(bad)}: {kind}")
     if fit_requests < 1 or final_requests < 1 or max_nfev < 1 or final_placements < 1:
         raise XbqError("fit_requests, final_requests, final_placements and max_nfev must be "
                        "at least 1")
@@ -173,12 +195,13 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
     measured = table["iops"].to_numpy(float)
     fit_durations = [fit_requests / m for m in measured]
     t0 = time.perf_counter()
-    done = _read_checkpoint(checkpoint)
-    keys = [point_key({"table": table[list(TABLE_COLUMNS)].to_dict(orient="list"),
-                       "fit": names, "fixed": m, "base": base.to_dict(), "seed": seed,
-                       "fit_requests": fit_requests, "max_nfev": max_nfev})
-            for m in machines]
-    entries = {i: done[k] for i, k in enumerate(keys) if k in done}
+    table_cols = {k: list(v) for k, v in table[list(TABLE_COLUMNS)].to_dict(orient="list")
+                  .items()}
+    fits = [MachineFit(i, {"table": table_cols, "fit": names, "fixed": m,
+                           "base": base.to_dict(), "seed": seed, "fit_requests": fit_requests,
+                           "max_nfev": max_nfev},
+                       (table, names, base.replace(**m), fit_durations, seed, max_nfev))
+            for i, m in enumerate(machines)]
     best_err = [None]
 
     def report(event, i, **info):
@@ -186,25 +209,40 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
             progress({"event": event, "machine": i, "machines": len(machines),
                       "fixed": machines[i], "best_max_rel_error": best_err[0], **info})
 
-    def finished(i, entry):  # a setting's fit is kept (checkpointed) the moment it ends
-        entry = {"key": keys[i], "fixed": machines[i], **entry}
-        _append_checkpoint(checkpoint, entry)
-        entries[i] = entry
-        err = float(np.max(np.abs(entry["fun"])))
-        best_err[0] = err if best_err[0] is None else min(best_err[0], err)
-        report("machine", i, max_rel_error=err, nfev=entry["nfev"])
+    def row_of(mf, entry):
+        return {"point_key": mf.key, "fixed": machines[mf.index], **entry}
 
-    todo = [i for i in range(len(machines)) if i not in entries]
-    tasks = [(table, names, base.replace(**machines[i]), fit_durations, seed, max_nfev)
-             for i in todo]
-    if mapper is None:  # serial, with a progress event per evaluation
-        for i, task in zip(todo, tasks, strict=True):
-            finished(i, fit_machine(task, lambda n, r, i=i: report(
-                "eval", i, eval=n, max_rel_error=float(np.max(np.abs(r))),
-                median_rel_error=float(np.median(np.abs(r))))))
-    else:  # each setting a task; they finish in any order, the result is the same
-        for j, entry in mapper(fit_machine, tasks):
-            finished(todo[j], entry)
+    def fit_one(mf):  # serial: a progress event per evaluation
+        return row_of(mf, fit_machine(mf.task, lambda n, r: report(
+            "eval", mf.index, eval=n, max_rel_error=float(np.max(np.abs(r))),
+            median_rel_error=float(np.median(np.abs(r))))))
+
+    def finished(row):  # a setting's fit is kept (checkpointed) the moment it ends
+        i = next(mf.index for mf in fits if mf.key == row["point_key"])
+        entries[i] = row
+        err = float(np.max(np.abs(row["fun"])))
+        best_err[0] = err if best_err[0] is None else min(best_err[0], err)
+        report("machine", i, max_rel_error=err, nfev=row["nfev"])
+
+    entries: dict[int, dict] = {}
+    store = None if checkpoint is None else JsonLinesStore(checkpoint, "xbq calibrate")
+    try:
+        resumed = {r["point_key"] for r in store.rows([mf.key for mf in fits])} \
+            if store is not None else set()
+        if mapper is None:
+            run_points(fits, fit_one, store, progress=finished)
+        else:  # each setting a task; they finish in any order, the result is the same
+            for r in (store.rows([mf.key for mf in fits]) if store is not None else []):
+                finished(r)
+            todo = [mf for mf in fits if mf.index not in entries]
+            for j, entry in mapper(fit_machine, [mf.task for mf in todo]):
+                row = row_of(todo[j], entry)
+                if store is not None:
+                    store.append([row])
+                finished(row)
+    finally:
+        if store is not None:
+            store.close()
     tried, best, nfev = [], None, 0
     for i, m in enumerate(machines):  # in the given order, as the serial run compares them
         entry = entries[i]
@@ -213,7 +251,7 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
         tried.append({"fixed": m, "cost": float(np.sum(r ** 2)),
                       "median_rel_error": float(np.median(np.abs(r))),
                       "max_rel_error": float(np.max(np.abs(r))), "nfev": entry["nfev"],
-                      "status": entry["status"], "resumed": keys[i] in done})
+                      "status": entry["status"], "resumed": fits[i].key in resumed})
         if best is None or tried[-1]["cost"] < best[0]:
             best = (tried[-1]["cost"], entry, tried[-1]["max_rel_error"])
     _, entry, _ = best
@@ -245,47 +283,125 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
         fitted_info.append({"name": n, "value": v, "unit": UNITS[n],
                             "min": PHYSICAL[n][0], "max": hi_n,
                             "at_bound": bool(v <= lo_n * 1.01 or v >= hi_n * 0.99)})
-    return {
-        "params": fitted.to_dict(),
-        "fitted": fitted_info,
-        "points": points,
-        "median_rel_error": float(np.median(np.abs(rel))),
-        "max_rel_error": float(np.max(np.abs(rel))),
-        "within_10pct": int(np.sum(np.abs(rel) <= 0.10)),
-        "machines": tried,
-        "machine": chosen,
-        "fit": {"method": "scipy.optimize.least_squares trf, log-parameters, diff_step 0.05",
-                "nfev": int(nfev), "seconds": fit_s, "seed": seed,
-                "fit_requests": fit_requests, "final_requests": final_requests,
-                "final_durations_s": durations, "final_placements": int(check.placements),
-                "polish": polish,
-                "status": entry["status"],
-                "message": entry["message"]},
-    }
+    return CalibrationResult(
+        params={f["name"]: Parameter(f["name"], f["value"], f["min"], f["max"], True,
+                                     f["unit"], f["at_bound"]) for f in fitted_info},
+        residual=rel, nfev=int(nfev), success=entry["status"] > 0,
+        message=str(entry["message"]),
+        method="scipy.optimize.least_squares trf, log-parameters, diff_step 0.05",
+        values=fitted.to_dict(), points=points, machines=tried, machine=chosen,
+        fit={"nfev": int(nfev), "seconds": fit_s, "seed": seed,
+             "fit_requests": fit_requests, "final_requests": final_requests,
+             "final_durations_s": durations, "final_placements": int(check.placements),
+             "polish": polish, "status": entry["status"]})
 
 
-def _read_checkpoint(path) -> dict:
-    """The machine settings already fitted, by key (a torn last line is ignored)."""
-    if path is None or not Path(path).exists():
-        return {}
-    out = {}
-    for line in Path(path).read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue  # the line a killed run was writing
-        out[entry["key"]] = entry
-    return out
+@dataclass(frozen=True)
+class Parameter:
+    """A fitted cost, as lmfit's ``Parameter``: its value, bounds (physical, ns), whether it
+    varied, its unit, and whether it ended at a bound."""
+
+    name: str
+    value: float
+    min: float
+    max: float
+    vary: bool
+    unit: str
+    at_bound: bool
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "value": self.value, "unit": self.unit, "min": self.min,
+                "max": self.max, "at_bound": self.at_bound}
 
 
-def _append_checkpoint(path, entry: dict) -> None:
-    if path is None:
-        return
-    append_bytes(Path(path), (json.dumps(entry) + "\n").encode(), create=True)
+@dataclass(frozen=True)
+class CalibrationResult:
+    """What :func:`calibrate` returns, shaped as lmfit's ``MinimizerResult``.
+
+    Attributes
+    ----------
+    params : dict of str to Parameter
+        The fitted costs.
+    residual : numpy.ndarray
+        The final check's relative errors, ``simulated / measured - 1``, one per point.
+    nfev, success, message, method :
+        Objective evaluations (every setting's), whether the kept fit converged, its message,
+        the method.
+    values : dict
+        Every parameter of the twin (the fitted costs, the kept machine, the rest as given):
+        what ``xbq simulate --params`` reads.
+    points, machines, machine, fit :
+        Each point's figures; each machine setting tried; the kept one; the fit's settings.
+
+    ``chisqr``, ``ndata``, ``nvarys``, ``nfree``, ``redchi``, ``aic`` and ``bic`` follow
+    lmfit's definitions on the relative residuals (the machine settings tried are not
+    counted in ``nvarys``). :meth:`to_dict` is the JSON ``xbq calibrate --out`` writes.
+    """
+
+    params: dict
+    residual: np.ndarray
+    nfev: int
+    success: bool
+    message: str
+    method: str
+    values: dict
+    points: list
+    machines: list
+    machine: dict
+    fit: dict
+
+    @property
+    def ndata(self) -> int:
+        return int(self.residual.size)
+
+    @property
+    def nvarys(self) -> int:
+        return sum(p.vary for p in self.params.values())
+
+    @property
+    def nfree(self) -> int:
+        return self.ndata - self.nvarys
+
+    @property
+    def chisqr(self) -> float:
+        return float(np.sum(self.residual ** 2))
+
+    @property
+    def redchi(self) -> float | None:
+        return self.chisqr / self.nfree if self.nfree > 0 else None
+
+    @property
+    def aic(self) -> float:
+        return self.ndata * float(np.log(self.chisqr / self.ndata)) + 2 * self.nvarys
+
+    @property
+    def bic(self) -> float:
+        return self.ndata * float(np.log(self.chisqr / self.ndata)) \
+            + float(np.log(self.ndata)) * self.nvarys
+
+    def to_dict(self) -> dict:
+        """The result as the calibration file holds it (``params`` is every parameter)."""
+        rel = np.abs(self.residual)
+        return {
+            "params": self.values,
+            "fitted": [p.to_dict() for p in self.params.values()],
+            "points": self.points,
+            "median_rel_error": float(np.median(rel)),
+            "max_rel_error": float(np.max(rel)),
+            "within_10pct": int(np.sum(rel <= 0.10)),
+            "statistics": {"ndata": self.ndata, "nvarys": self.nvarys, "nfree": self.nfree,
+                           "chisqr": self.chisqr, "redchi": self.redchi, "aic": self.aic,
+                           "bic": self.bic},
+            "machines": self.machines,
+            "machine": self.machine,
+            "fit": {"method": self.method, **self.fit, "success": self.success,
+                    "message": self.message},
+        }
 
 
-def write_result(result: dict, path) -> None:
+def write_result(result, path) -> None:
     """Write a calibration result as JSON (``xbq simulate --params`` reads its ``params``),
     through a temporary file and a rename, so an existing file is replaced whole or not at
     all."""
-    atomic_write(Path(path), (json.dumps(result, indent=2) + "\n").encode())
+    data = result.to_dict() if isinstance(result, CalibrationResult) else result
+    atomic_write(Path(path), (json.dumps(data, indent=2) + "\n").encode())

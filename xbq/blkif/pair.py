@@ -43,30 +43,55 @@ class blkif_pair:  # noqa: N801 - the drivers' lowercase struct names
     _saved: list = field(default_factory=list, repr=False)
 
     def _records(self) -> list[np.ndarray]:
-        """Every array the drivers change while they run, but guest memory (the records,
-        the grant table and its active entries, the event channels, the device)."""
+        """The drivers' records a run changes and that are copied back whole."""
         f, b = self.front, self.back
-        return [f.info, f.rinfo, f.shadow, f.grants, f.gnt, b.blkif, b.rings, b.pending,
-                b.pgnt, b.maptrack, b.active, b.evtchn, b.vbd.vbd, b.vbd.disk]
+        return [f.info, f.rinfo, f.shadow, f.grants, b.blkif, b.rings, b.maptrack, b.evtchn,
+                b.vbd.vbd, b.vbd.disk]
 
-    def _ring_pages(self) -> list[np.ndarray]:
-        return [self.front.sring(r) for r in range(self.conn.nr_rings)]
+    def _grefs(self) -> np.ndarray:
+        """Every grant reference a run can touch: blkfront's pool and the rings' pages."""
+        refs = [self.front.grants["gref"].ravel()]
+        refs += [np.asarray(r.ring_refs, np.int64) for r in self.conn.rings]
+        return np.unique(np.concatenate(refs))
+
+    def _pending_fields(self) -> list[str]:
+        """blkback's ``pending_req`` fields but the segment lists (each written before it is
+        read, by the request that uses the slot)."""
+        return [n for n in self.back.pending.dtype.names if n != "segs"]
 
     def save(self) -> None:
         """Keep the state as connected, for :meth:`restore`."""
-        self._saved = [a.copy() for a in self._records() + self._ring_pages()]
+        g = self._grefs()
+        b = self.back
+        self._saved = [
+            [a.copy() for a in self._records()],
+            [self.front.sring(r).copy() for r in range(self.conn.nr_rings)],
+            g, b.gnt[g].copy(), b.active[g].copy(), b.pgnt[:, g].copy(),
+            {n: b.pending[n].copy() for n in self._pending_fields()},
+        ]
 
     def restore(self) -> None:
-        """Put the pair back as :meth:`save` found it: every record, and the shared ring
-        pages. The rest of guest memory is not copied back: the grant pool's pages (data,
-        indirect descriptors) are each written before they are read again (a request's
-        segments before it is pushed, data before it is granted), so what a run left in
-        them is never seen (``tests/test_golden.py`` checks the twin's frames over several
-        placements bit for bit)."""
+        """Put the pair back as :meth:`save` found it: every record; the grant table's, its
+        active entries' and the persistent-grant table's entries of the grant references a
+        run can touch (blkfront's pool and the rings: the frontend grants nothing else);
+        blkback's ``pending_req`` slots but their segment lists; the shared ring pages. The
+        rest of guest memory (the pool's pages: data, indirect descriptors) and the segment
+        lists are each written before they are read again, so what a run left in them is
+        never seen (``tests/test_golden.py`` checks the twin's frames over several
+        placements bit for bit, ``tests/test_engine_pieces.py`` every array but those)."""
         if not self._saved:
             raise XbqError("restore() without save()")
-        for dst, src in zip(self._records() + self._ring_pages(), self._saved, strict=True):
+        records, rings, g, gnt, active, pgnt, pending = self._saved
+        for dst, src in zip(self._records(), records, strict=True):
             np.copyto(dst, src)
+        for r, src in enumerate(rings):
+            np.copyto(self.front.sring(r), src)
+        b = self.back
+        b.gnt[g] = gnt
+        b.active[g] = active
+        b.pgnt[:, g] = pgnt
+        for n, src in pending.items():
+            b.pending[n] = src
 
 
 def connect_pair(nr_rings: int, *, vcpus: int, dom0_vcpus: int, sectors: int,

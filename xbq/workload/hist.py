@@ -9,6 +9,8 @@ afterwards.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from xbq._jit import kernel
@@ -52,6 +54,14 @@ def hist_record(h, value):
     h[hist_bucket(value)] += 1
 
 
+@functools.cache
+def _lows() -> np.ndarray:
+    """:func:`bucket_low` of every bucket and one past the last (read-only)."""
+    lows = np.array([bucket_low(b) for b in range(NR_BUCKETS + 1)], np.float64)
+    lows.flags.writeable = False
+    return lows
+
+
 def hist_quantiles(h: np.ndarray, qs) -> np.ndarray:
     """Quantiles of a histogram (or the sum of several rows), as bucket midpoints.
 
@@ -70,7 +80,7 @@ def hist_quantiles(h: np.ndarray, qs) -> np.ndarray:
     if total == 0:
         return np.full(len(qs), np.nan)
     cum = np.cumsum(counts)
-    lows = np.array([bucket_low(b) for b in range(NR_BUCKETS + 1)], np.float64)
+    lows = _lows()
     out = np.empty(len(qs))
     for i, q in enumerate(qs):
         b = int(np.searchsorted(cum, max(1, np.ceil(q * total))))
@@ -84,7 +94,7 @@ def hist_mean(h: np.ndarray) -> float:
     total = counts.sum()
     if total == 0:
         return float("nan")
-    lows = np.array([bucket_low(b) for b in range(NR_BUCKETS + 1)], np.float64)
+    lows = _lows()
     exact = np.arange(NR_BUCKETS) < SUB_BUCKETS
     mids = np.where(exact, lows[:-1], 0.5 * (lows[:-1] + lows[1:] - 1))
     return float((counts * mids).sum() / total)

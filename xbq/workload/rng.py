@@ -12,6 +12,8 @@ ACM TOMS 47(4), 2021 (xoshiro256**).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import uint64
 
@@ -98,10 +100,18 @@ def new_streams(seed: int, n: int) -> np.ndarray:
     """
     if n < 0:
         raise ValueError(f"number of streams must be >= 0, not {n}")
-    children = np.random.SeedSequence(int(seed)).spawn(n)
+    return _seeded(int(seed), int(n)).copy()  # a copy: the kernels advance the states
+
+
+@functools.lru_cache(maxsize=64)
+def _seeded(seed: int, n: int) -> np.ndarray:
+    """The initial states of :func:`new_streams` (cached: a twin point's placements and a
+    calibration's evaluations draw the same streams again and again)."""
+    children = np.random.SeedSequence(seed).spawn(n)
     states = np.empty((n, 4), np.uint64)
     for i, child in enumerate(children):
         states[i] = child.generate_state(4, np.uint64)
         if not states[i].any():  # the all-zero state is xoshiro's only fixed point
             states[i, 0] = 1
+    states.flags.writeable = False
     return states

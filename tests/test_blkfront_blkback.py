@@ -3,6 +3,7 @@ backend's answer to every malformed request a malicious frontend can put on the 
 
 import numpy as np
 import pytest
+from helpers import connected_pair, pack_request
 
 from xbq.blkif.blkback import EACCES, new_blkback
 from xbq.blkif.blkfront import BLKIF_QUEUE_BUSY, BLKIF_QUEUE_DISCONNECTED, new_blkfront
@@ -18,15 +19,11 @@ from xbq.xen.abi import (
     BLKIF_RSP_EOPNOTSUPP,
     BLKIF_RSP_ERROR,
     BLKIF_RSP_OKAY,
-    DISC_OFF_NR_SECTORS,
     IND_OFF_INDIRECT_GREFS,
     IND_OFF_INDIRECT_OP,
     IND_OFF_NR_SEGMENTS,
     REQ_OFF_ID,
-    REQ_OFF_NR_SEGMENTS,
     REQ_OFF_OPERATION,
-    REQ_OFF_SECTOR_NUMBER,
-    REQ_OFF_SEG,
     RSP_OFF_ID,
     RSP_OFF_OPERATION,
     RSP_OFF_STATUS,
@@ -166,16 +163,8 @@ class Evil:
         return off
 
     def request(self, op=BLKIF_OP_READ, nseg=1, id=42, sector=0, segs=None):
-        off = self.slot()
-        put_u8(self.sring, off + REQ_OFF_OPERATION, op)
-        put_u8(self.sring, off + REQ_OFF_NR_SEGMENTS, nseg)
-        put_u64(self.sring, off + REQ_OFF_ID, id)
-        self.sring[off + REQ_OFF_SECTOR_NUMBER:][:8].view(np.uint64)[0] = np.uint64(sector)
-        for i, (gref, first, last) in enumerate(segs or [(self.gref, 0, 7)] * min(nseg, 11)):
-            s = off + REQ_OFF_SEG + i * SEG_SIZE
-            put_u32(self.sring, s, gref)
-            put_u8(self.sring, s + SEG_OFF_FIRST_SECT, first)
-            put_u8(self.sring, s + SEG_OFF_LAST_SECT, last)
+        pack_request(self.sring, self.slot(), op=op, id=id, sector=sector, nseg=nseg,
+                     segs=segs or [(self.gref, 0, 7)] * min(nseg, 11))
         return self.push()
 
     def indirect(self, real_op=BLKIF_OP_READ, nseg=16, id=43, ind_gref=None, seg_last=7):
@@ -185,23 +174,15 @@ class Evil:
             put_u32(table, i * SEG_SIZE, self.gref)
             put_u8(table, i * SEG_SIZE + SEG_OFF_FIRST_SECT, 0)
             put_u8(table, i * SEG_SIZE + SEG_OFF_LAST_SECT, seg_last)
-        off = self.slot()
-        put_u8(self.sring, off + REQ_OFF_OPERATION, BLKIF_OP_INDIRECT)
-        put_u8(self.sring, off + IND_OFF_INDIRECT_OP, real_op)
-        put_u16(self.sring, off + IND_OFF_NR_SEGMENTS, nseg)
-        put_u64(self.sring, off + REQ_OFF_ID, id)
         # writable, as blkfront grants it: blkback maps persistent grants writable
-        grefs = [self.conn.front.grant(DOMID_BACKEND, ind_page) if ind_gref is None else ind_gref]
-        for k, g in enumerate(grefs):
-            put_u32(self.sring, off + IND_OFF_INDIRECT_GREFS + 4 * k, g)
+        gref = self.conn.front.grant(DOMID_BACKEND, ind_page) if ind_gref is None else ind_gref
+        pack_request(self.sring, self.slot(), op=BLKIF_OP_INDIRECT, id=id, nseg=nseg,
+                     indirect_op=real_op, indirect_grefs=[gref])
         return self.push()
 
     def discard(self, sector, nr_sects, id=44):
-        off = self.slot()
-        put_u8(self.sring, off + REQ_OFF_OPERATION, BLKIF_OP_DISCARD)
-        put_u64(self.sring, off + REQ_OFF_ID, id)
-        self.sring[off + REQ_OFF_SECTOR_NUMBER:][:8].view(np.uint64)[0] = np.uint64(sector)
-        self.sring[off + DISC_OFF_NR_SECTORS:][:8].view(np.uint64)[0] = np.uint64(nr_sects)
+        pack_request(self.sring, self.slot(), op=BLKIF_OP_DISCARD, id=id, sector=sector,
+                     nr_sectors=nr_sects)
         return self.push()
 
     def push(self):
@@ -436,3 +417,18 @@ def test_discard_of_the_last_sectors_and_of_nothing():
     assert (evil.be.vbd.disk[-8 * 512:] == 0).all() and (evil.be.vbd.disk[:-8 * 512] == 0x5A).all()
     assert evil.discard((1 << 64) - 1, 0)[1] == [(44, BLKIF_OP_DISCARD, BLKIF_RSP_OKAY)]
     assert (evil.be.vbd.disk[:-8 * 512] == 0x5A).all()
+
+
+def test_the_test_packer_writes_what_blkfront_writes():
+    """``pack_request`` (the tests' raw requests) and blkfront agree byte for byte."""
+    pair = connected_pair(1)
+    fi = pair.front
+    page = pair.conn.front.alloc_pages(2)
+    rid = fi.queue_request(0, BLKIF_OP_READ, 80, 16, page, 5)
+    s = fi.shadow[0, rid]
+    img = bytes(s["req"])
+    grefs = [int(fi.grants[0][g]["gref"]) for g in s["grants_used"][:2]]
+    buf = np.zeros(112, np.uint8)
+    pack_request(buf, 0, op=BLKIF_OP_READ, id=rid, sector=80, segs=[(g, 0, 7) for g in grefs])
+    buf[2:4] = np.frombuffer(img[2:4], np.uint8)  # the handle, which blkfront sets
+    assert bytes(buf) == img

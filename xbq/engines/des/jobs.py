@@ -146,7 +146,7 @@ def job_wake(tw, P, j, t):
     """Queue job ``j``'s thread on its vCPU if it sleeps and has work."""
     if tw.jobs[j].state == JOB_ASLEEP and job_has_work(tw, j):
         tw.jobs[j].state = JOB_RUNNABLE
-        enqueue(tw, P, tw.jobs[j].cpu, np.int64(T_JOB), j, False, t)
+        enqueue(tw, P, tw.jobs[j].vcpu, np.int64(T_JOB), j, False, t)
 
 
 @kernel(forceinline=True)

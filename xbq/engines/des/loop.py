@@ -79,7 +79,7 @@ def end_io_event(tw, io, P, code, t):
     if tw.cfg[0].ssd:
         device_done(tw, io, P, t)
     r = code // tw.cfg[0].nr_ents
-    enqueue(tw, P, tw.drings[r].be_cpu, np.int64(T_DONE), code, True, t)
+    enqueue(tw, P, tw.drings[r].be_vcpu, np.int64(T_DONE), code, True, t)
 
 
 @kernel(forceinline=True)
@@ -89,7 +89,7 @@ def blkif_interrupt_event(tw, P, r, t):
     d = tw.drings[r]
     if d.irq_state == IRQ_IDLE:
         d.irq_state = IRQ_QUEUED
-        enqueue(tw, P, d.irq_cpu, np.int64(T_IRQ), r, True, t)
+        enqueue(tw, P, d.irq_vcpu, np.int64(T_IRQ), r, True, t)
     elif d.irq_state == IRQ_RUNNING:
         d.irq_again = 1
 
@@ -226,7 +226,7 @@ def run(tw, io, P_arr):
         elif kind == EV_BLKIF_BE_INT:
             xen_blkif_be_int(tw, io, P, a, t)
         elif kind == EV_XEN_BLKIF_SCHEDULE:
-            enqueue(tw, P, tw.drings[a].be_cpu, np.int64(T_BE), a, False, t)
+            enqueue(tw, P, tw.drings[a].be_vcpu, np.int64(T_BE), a, False, t)
         elif kind == EV_ARRIVAL:
             arrival(tw, P, a, t)
         elif kind == EV_THINK:

@@ -147,7 +147,7 @@ CPU_DTYPE = np.dtype([
 #: credits (I/Os it may start), its open-loop queue of arrived I/O tags (ends), whether its
 #: thread slept since it last ran, the next task on its run queue.
 JOB_DTYPE = np.dtype([
-    ("cpu", "<i8"), ("ring", "<i8"), ("state", "<i8"), ("tag", "<i8"), ("credits", "<i8"),
+    ("vcpu", "<i8"), ("ring", "<i8"), ("state", "<i8"), ("tag", "<i8"), ("credits", "<i8"),
     ("pend_head", "<i8"), ("pend_tail", "<i8"), ("slept", "<i8"), ("rq_next", "<i8"),
 ], align=True)
 
@@ -160,7 +160,7 @@ IO_DTYPE = np.dtype([
     ("issued", "<i8"), ("completed", "<i8"),
 ], align=True)
 
-#: One ring, as the twin drives it: the CPUs its interrupt and backend thread run on, the
+#: One ring, as the twin drives it: the vCPUs its interrupt and backend thread run on, the
 #: interrupt's state (``IRQ_*``), a second event arrived meanwhile, completions to finish,
 #: the backend thread's state (``BE_*``) and "more work" flag, requests of its batch still
 #: to take the shared lock, whether its thread slept, its queue's requests (blk-mq tags) in
@@ -168,7 +168,7 @@ IO_DTYPE = np.dtype([
 #: task after its interrupt and after its thread on their run queues, and the frontend's
 #: and backend's counters at the start and the end of the window.
 DRING_DTYPE_FIELDS = [
-    ("irq_cpu", "<i8"), ("be_cpu", "<i8"), ("irq_state", "<i8"), ("irq_again", "<i8"),
+    ("irq_vcpu", "<i8"), ("be_vcpu", "<i8"), ("irq_state", "<i8"), ("irq_again", "<i8"),
     ("irq_ndone", "<i8"), ("be_state", "<i8"), ("be_again", "<i8"), ("be_n", "<i8"),
     ("be_slept", "<i8"), ("tags", "<i8"), ("tag_wait", "<i8"), ("tag_rr", "<i8"),
     ("irq_next", "<i8"), ("be_next", "<i8"),
@@ -219,8 +219,8 @@ def in_window(run, t):
     return t >= run.t_warm and not run.draining
 
 
-def new_twin(cfg: np.ndarray, streams: np.ndarray, nfs: int, nbs: int, job_cpu: np.ndarray,
-             job_ring: np.ndarray, ring_irq_cpu: np.ndarray, ring_be_cpu: np.ndarray,
+def new_twin(cfg: np.ndarray, streams: np.ndarray, nfs: int, nbs: int, job_vcpu: np.ndarray,
+             job_ring: np.ndarray, ring_irq_vcpu: np.ndarray, ring_be_vcpu: np.ndarray,
              pcpus: int = 0) -> Twin:
     """Allocate a run's arrays around its configuration ``cfg`` (one :data:`CFG_DTYPE`
     record, filled by the caller).
@@ -248,7 +248,7 @@ def new_twin(cfg: np.ndarray, streams: np.ndarray, nfs: int, nbs: int, job_cpu: 
     cpus["v_due"] = -1
     cpus["v_left"] = -1
     jb = np.zeros(jobs, JOB_DTYPE)
-    jb["cpu"] = job_cpu
+    jb["vcpu"] = job_vcpu
     jb["ring"] = job_ring
     jb["slept"] = 1
     jb["pend_head"] = jb["pend_tail"] = jb["rq_next"] = NIL
@@ -257,8 +257,8 @@ def new_twin(cfg: np.ndarray, streams: np.ndarray, nfs: int, nbs: int, job_cpu: 
     ios["next"][-1] = NIL
     ios["pend_next"] = NIL
     drings = np.zeros(rings, dring_dtype(nfs, nbs))
-    drings["irq_cpu"] = ring_irq_cpu
-    drings["be_cpu"] = ring_be_cpu
+    drings["irq_vcpu"] = ring_irq_vcpu
+    drings["be_vcpu"] = ring_be_vcpu
     drings["be_slept"] = 1
     drings["irq_next"] = drings["be_next"] = NIL
     slots = np.full(rings * ents, NIL, dtype=SLOT_DTYPE)

@@ -59,7 +59,7 @@ def phase(tw, cpu, due, t):
 # --- vCPUs on physical CPUs ---------------------------------------------------------------------
 
 
-@kernel(forceinline=True)
+@kernel
 def pcpu_run(tw, P, c, t):
     """vCPU ``c`` gets a pCPU at ``t``: its frozen step resumes and its time slice starts."""
     v = tw.cpus[c]
@@ -73,7 +73,7 @@ def pcpu_run(tw, P, c, t):
               c | (v.v_rgen << GEN_SHIFT))
 
 
-@kernel(forceinline=True)
+@kernel
 def pcpu_wait(tw, c, t, head):
     """vCPU ``c`` is runnable without a pCPU: join the pool's run queue (its head or tail)."""
     run = tw.run[0]
@@ -92,7 +92,7 @@ def pcpu_wait(tw, c, t, head):
         run.prq_tail = c
 
 
-@kernel(forceinline=True)
+@kernel
 def pcpu_next(tw, P, t):
     """A pCPU is free at ``t``: run the vCPU at the head of the run queue, or keep it free."""
     run = tw.run[0]
@@ -107,7 +107,7 @@ def pcpu_next(tw, P, t):
         run.pfree += 1
 
 
-@kernel(forceinline=True)
+@kernel
 def pcpu_wake(tw, P, c, t):
     """An idle vCPU has work: take a free pCPU or wait (BOOST: at the head of the queue)."""
     run = tw.run[0]
@@ -118,7 +118,7 @@ def pcpu_wake(tw, P, c, t):
         pcpu_wait(tw, c, t, P.pcpu_boost != 0)
 
 
-@kernel(forceinline=True)
+@kernel
 def pcpu_block(tw, P, c, t):
     """A vCPU went idle (it blocks in the hypervisor): its pCPU goes to the next in line."""
     tw.cpus[c].v_run = 0
@@ -126,7 +126,7 @@ def pcpu_block(tw, P, c, t):
     pcpu_next(tw, P, t)
 
 
-@kernel(forceinline=True)
+@kernel
 def pcpu_slice(tw, P, c, t):
     """vCPU ``c``'s slice ends: if another waits, preempt ``c`` (its step freezes)."""
     v = tw.cpus[c]

@@ -51,7 +51,7 @@ from xbq.workload.rng import rng_exponential
 from xbq.xen.evtchn import evtchn_test_and_clear_pending
 
 
-@kernel(forceinline=True)
+@kernel
 def _snapshot(tw, io, end):
     """Copy the frontend's and backend's counters into each ring's start or end snapshot."""
     drings = tw.drings
@@ -108,7 +108,7 @@ def xen_blkif_be_int(tw, io, P, r, t):
         d.be_again = 1
 
 
-@kernel(forceinline=True)
+@kernel
 def arrival(tw, P, j, t):
     """An open loop's I/O arrives for job ``j`` (none during the drain): take a tag or drop
     it; the next arrival follows."""
@@ -125,7 +125,7 @@ def arrival(tw, P, j, t):
          np.int64(EV_ARRIVAL), j)
 
 
-@kernel(forceinline=True)
+@kernel
 def warm_check(tw, io, t):
     """The warm-up ends once ``warm_ios`` I/Os completed (or at ``warm_max``): the window
     opens; otherwise look again later."""
@@ -141,7 +141,7 @@ def warm_check(tw, io, t):
     _snapshot(tw, io, False)
 
 
-@kernel(forceinline=True)
+@kernel
 def window_end(tw, io, events):
     """The window closes: snapshot the counters, count what is in flight; the drain
     begins."""
@@ -152,7 +152,7 @@ def window_end(tw, io, events):
     run.draining = 1
 
 
-@kernel(forceinline=True)
+@kernel
 def _start(tw, P):
     """The warm-up check, and every job's first I/O (or first arrival)."""
     cfg = tw.cfg[0]
@@ -167,7 +167,7 @@ def _start(tw, P):
             job_wake(tw, P, j, np.int64(0))
 
 
-@kernel(forceinline=True)
+@kernel
 def _finish(tw, events):
     """Close the open intervals at the end of the window."""
     run = tw.run[0]

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Annotated
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from xbq.checks import refusal
+from xbq.checks import Text, refusal
 from xbq.errors import XbqError
+from xbq.workload.fio import parse_bssplit
 
 #: name -> (unit, meaning). Every engine's frame starts with these columns.
 COLUMNS = {
@@ -109,6 +111,18 @@ def flatten(config: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _check_bssplit(value: str) -> str:
+    try:
+        parse_bssplit(value)
+    except XbqError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+#: A fio ``bssplit`` field: a string its parser accepts (``4k/80:64k/20``).
+Bssplit = Annotated[Text, AfterValidator(_check_bssplit)]
 
 
 class Point(BaseModel):

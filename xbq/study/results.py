@@ -129,7 +129,28 @@ def check_replaceable(path: Path, kind: str, existing: str) -> bool:
     return True
 
 
-class ResultsStore:
+class _LockedStore:
+    """What every store shares: the writer's lock, held from opening to :meth:`close`."""
+
+    _lock: WriterLock | None = None
+
+    def close(self) -> None:
+        """Release the lock (idempotent)."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+
+class ResultsStore(_LockedStore):
     """Append-as-you-go results file (``.csv`` or ``.parquet``) that never loses a point.
 
     Parameters
@@ -183,23 +204,6 @@ class ResultsStore:
         except BaseException:
             self.close()
             raise
-
-    # -- the lock --------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Release the lock (idempotent)."""
-        lock, self._lock = getattr(self, "_lock", None), None
-        if lock is not None:
-            lock.release()
-
-    def __enter__(self) -> ResultsStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        self.close()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -425,7 +429,7 @@ def write_table(frame: pd.DataFrame, path, kind: str, meta: dict | None = None, 
         lock.release()
 
 
-class JsonLinesStore:
+class JsonLinesStore(_LockedStore):
     """A store of rows as JSON lines (the calibration's checkpoint): the same contract as
     :class:`ResultsStore` for :func:`run_points` (one writer under a lock, each row fsynced
     the moment it exists, a torn last line ignored, only regular files), for rows that are
@@ -456,20 +460,6 @@ class JsonLinesStore:
         except BaseException:
             self.close()
             raise
-
-    def close(self) -> None:
-        lock, self._lock = getattr(self, "_lock", None), None
-        if lock is not None:
-            lock.release()
-
-    def __enter__(self) -> JsonLinesStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        self.close()
 
     def check(self, points) -> None:
         """Every configuration may live in a checkpoint: nothing to refuse."""

@@ -10,7 +10,7 @@ naming the field, raised before anything is built or compiled.
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from xbq.checks import (
     MAX_DURATION_S,
@@ -22,12 +22,10 @@ from xbq.checks import (
     Int,
     Number,
     Seconds,
-    Text,
 )
 from xbq.engines.des.params import DesParams
-from xbq.engines.schema import Point
-from xbq.errors import XbqError
-from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, parse_bssplit
+from xbq.engines.schema import Bssplit, Point
+from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD
 
 MODES = ("sq", "mq1", "mq")
 #: Least warm-up (virtual s) when none is given: 10 % of the window, at least this.
@@ -62,7 +60,7 @@ class DesPoint(Point):
         "iodepth, open loop 0)")
     seed: Int(0, MAX_SEED) = Field(1, description="seed of every random stream")
     rep: Int(0, 1 << 31) = Field(0, description="repetition index")
-    bssplit: Text = Field(IOMETER_BSSPLIT, description="fio bssplit of the jobs")
+    bssplit: Bssplit = Field(IOMETER_BSSPLIT, description="fio bssplit of the jobs")
     rwmixread: Number(0.0, 100.0) = Field(float(IOMETER_RWMIXREAD),
                                          description="percentage of reads")
     params: DesParams = Field(default_factory=DesParams, description="the twin's costs")
@@ -77,15 +75,6 @@ class DesPoint(Point):
             except (TypeError, ValueError, OverflowError):
                 pass  # a bad duration_s is refused by its own field
         return data
-
-    @field_validator("bssplit")
-    @classmethod
-    def _bssplit(cls, value: str) -> str:
-        try:
-            parse_bssplit(value)
-        except XbqError as exc:
-            raise ValueError(str(exc)) from None
-        return value
 
     @property
     def rings(self) -> int:

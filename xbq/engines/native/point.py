@@ -9,7 +9,7 @@ field, raised before anything is built.
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from xbq.checks import (
     MAX_IODEPTH,
@@ -20,11 +20,9 @@ from xbq.checks import (
     Int,
     Number,
     Seconds,
-    Text,
 )
-from xbq.engines.schema import Point
-from xbq.errors import XbqError
-from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, parse_bssplit
+from xbq.engines.schema import Bssplit, Point
+from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD
 
 MODES = ("sq", "mq")
 #: Longest measured window or warm-up accepted (s): a day.
@@ -43,7 +41,7 @@ class NativePoint(Point):
     queues: Int(1, MAX_QUEUES) = Field(4, description="rings asked for in mq mode")
     vcpus: Int(1, MAX_VCPUS) = Field(16, description="guest vCPUs the jobs are placed on")
     iodepth: Int(1, MAX_IODEPTH) = Field(32, description="I/Os in flight per job")
-    bssplit: Text = Field(IOMETER_BSSPLIT, description="fio bssplit of the jobs")
+    bssplit: Bssplit = Field(IOMETER_BSSPLIT, description="fio bssplit of the jobs")
     rwmixread: Number(0.0, 100.0) = Field(float(IOMETER_RWMIXREAD),
                                          description="percentage of reads")
     device: Literal["null", "ramdisk"] = Field("null", description="null (no data) or "
@@ -62,15 +60,6 @@ class NativePoint(Point):
                                                    description="blkback's max_queues")
     spin: Int(0, 1 << 30) = Field(200, description="pause-spins before an idle thread "
                                   "yields")
-
-    @field_validator("bssplit")
-    @classmethod
-    def _bssplit(cls, value: str) -> str:
-        try:
-            parse_bssplit(value)
-        except XbqError as exc:
-            raise ValueError(str(exc)) from None
-        return value
 
     @model_validator(mode="after")
     def _queues_fit(self):

@@ -13,6 +13,9 @@ from xbq.engines.native.locks import (
     LOCK_OK,
     LOCK_TIMEOUT,
     lock_kind,
+    pv_lock,
+    pv_unlock,
+    ticket_unlock,
     lock_stats,
     new_locks,
     new_mcs_nodes,
@@ -107,7 +110,8 @@ def test_wait_is_bounded_and_breaks_the_lock(name):
     t.join(timeout=30)
     assert not t.is_alive() and out == [LOCK_TIMEOUT]
     st = lock_stats(lk, 0)
-    assert st["timeouts"] == 1 and st["yields"] > 0
+    # the pv waiter blocks instead of yielding (and nobody kicks it)
+    assert st["timeouts"] == 1 and st["blocks" if name == "pv" else "yields"] > 0
     # the abandoned ticket/node poisons the lock: the next waiter fails fast
     assert _try(lk, kind, nodes, 2, TIMEOUT_NS) == LOCK_BROKEN
 
@@ -149,3 +153,63 @@ def test_unknown_lock_is_a_one_line_error():
     with pytest.raises(XbqError, match="unknown lock 'spin'"):
         lock_kind("spin")
     assert lock_kind("mcs") == LOCK_KINDS["mcs"]
+
+
+# --- the paravirtual ticket lock: every blocked waiter is kicked by the release it waits for
+
+
+@njit(cache=True, nogil=True)
+def _pv_worker(lk, nodes, me, counter, m, threshold, timeout_ns, status, go, kick):
+    """``m`` times: ``pv_lock`` (blocking after ``threshold`` spins), a non-atomic update,
+    release with the kick (``pv_unlock``) or, as a broken lock would, without it."""
+    while atomic_load(go, 0) == 0:
+        sched_yield()
+    for _ in range(m):
+        st = pv_lock(lk, 0, nodes, me, timeout_ns, threshold)
+        if st != LOCK_OK:
+            status[me] = st
+            return
+        v = counter[0]
+        x = 0
+        for k in range(50):
+            x += k * v
+        counter[0] = v + 1
+        counter[1] += x & 1
+        if kick:
+            pv_unlock(lk, 0, nodes)
+        else:
+            ticket_unlock(lk, 0)
+
+
+def _pv_stress(n, m, threshold, timeout_ns, kick):
+    lk, nodes = new_locks(1), new_mcs_nodes(n)
+    counter, status, go = np.zeros(2, np.int64), np.zeros(n, np.int64), np.zeros(1, np.int64)
+    threads = [threading.Thread(target=_pv_worker, args=(lk, nodes, me, counter, m, threshold,
+                                                         timeout_ns, status, go, kick))
+               for me in range(n)]
+    for t in threads:
+        t.start()
+    go[0] = 1
+    for t in threads:
+        t.join(timeout=120)
+        assert not t.is_alive(), "a pv waiter hung past its bound"
+    return lock_stats(lk, 0), counter, status
+
+
+def test_pv_lock_no_lost_wakeup_under_stress():
+    """8 threads on 2 cores, blocking after 8 spins: thousands of waits block, and each is
+    ended by a kick from the release that serves its ticket (a lost kick would leave the
+    waiter asleep until its 20 s bound, a timeout)."""
+    n, m = 8, 5_000
+    st, counter, status = _pv_stress(n, m, 8, TIMEOUT_NS, True)
+    assert (status == LOCK_OK).all() and counter[0] == n * m
+    assert st["acquired"] == n * m and st["timeouts"] == 0
+    assert st["blocks"] > 100  # the slow path was exercised
+    assert st["kicks"] >= st["blocks"]  # every block ended by a kick (some kicks beat the block)
+
+
+def test_pv_lock_without_the_kick_loses_its_waiters():
+    """The test of the test: a release that serves the next ticket but kicks nobody leaves
+    a blocked waiter asleep until its bound."""
+    st, counter, status = _pv_stress(4, 2_000, 8, 300_000_000, False)
+    assert (status == LOCK_TIMEOUT).any() and st["timeouts"] >= 1 and st["kicks"] == 0

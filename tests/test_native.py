@@ -76,7 +76,7 @@ def test_watchdog_names_a_stalled_backend():
     with pytest.raises(XbqError) as err:
         run_point(cfg)
     msg = str(err.value)
-    assert "watchdog" in msg and "backend thread 1.xvda-1 (ring 1)" in msg
+    assert "watchdog" in msg and "ring 1 (1.xvda-1) on dom0 vCPU 1" in msg
     assert "req_prod=" in msg and "req_cons=" in msg and "rsp_prod=" in msg
     assert "\n" not in msg
 
@@ -116,7 +116,7 @@ def test_disk_check_catches_a_corrupted_sector():
     ({"queues": 2000, "vcpus": 4000}, "queues must be between 1 and 1024"),
     ({"queues": 32, "vcpus": 32}, "32 queues exceed the backend's maximum of 16"),
     ({"queues": 8, "vcpus": 4}, "8 queues exceed the 4 vCPUs"),
-    ({"lock": "spin"}, "lock must be 'ticket', 'ttas' or 'mcs', not 'spin'"),
+    ({"lock": "spin"}, "lock must be 'ticket', 'ttas', 'mcs' or 'pv', not 'spin'"),
     ({"device": "nvme"}, "device must be 'null' or 'ramdisk', not 'nvme'"),
     ({"mode": "xq"}, "mode must be 'sq' or 'mq', not 'xq'"),
     ({"workload": "oltp"}, "unknown workload"),

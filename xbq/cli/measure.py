@@ -12,7 +12,7 @@ from xbq.cli import (
     positive_int,
 )
 
-LOCKS = ("ticket", "ttas", "mcs")
+LOCKS = ("ticket", "ttas", "mcs", "pv")
 DEVICES = ("null", "ramdisk")
 
 
@@ -38,8 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "measure",
         help="measure IOPS of the blkif protocol on real threads (native engine)",
-        description="Run fio-like jobs against blkfront/blkback on real OS threads executing "
-        "nogil numba code, in the legacy single-ring mode (one io_lock) or the blk-mq "
+        description="Run fio-like jobs against blkfront/blkback on a guest of V vCPU threads "
+        "and dom0 vCPU threads executing nogil numba code (each vCPU runs the jobs placed on "
+        "it and the interrupts bound to it, and halts when idle), in the legacy single-ring "
+        "mode (one io_lock) or the blk-mq "
         "per-ring mode (a ring_lock per queue), and report one row per point: IOPS, MB/s, "
         "latency percentiles, lock statistics, notifications per request, ring-full events, "
         "CPU time. Each point checks that every request completed exactly once and, with the "
@@ -53,7 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queues", type=positive_int, default=4, metavar="Q",
                    help="rings in mq mode (default 4, blkfront's max_queues)")
     p.add_argument("--vcpus", type=positive_int, default=16, metavar="V",
-                   help="guest vCPUs; jobs are placed on them round-robin (default 16)")
+                   help="guest vCPUs, one thread each (default 16)")
+    p.add_argument("--dom0-vcpus", type=positive_int, default=16, metavar="D",
+                   help="dom0 vCPUs running the rings' backends, ring r on r %% D "
+                   "(default 16, as the twin)")
+    p.add_argument("--placement", choices=("pinned", "unpinned"), default="pinned",
+                   help="pinned: job j on vCPU j %% V (fio's cpus_allowed); unpinned: each job "
+                   "on a random vCPU (the twin's job_placement) (default pinned)")
     p.add_argument("--backend-max-queues", type=positive_int, default=16, metavar="N",
                    help="blkback's max_queues (default 16, dom0's vCPUs)")
     p.add_argument("--jobs", type=int_list, default=[1, 4, 8], metavar="1,4,8",
@@ -71,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ring-page-order", type=nonnegative_int, default=0, metavar="K",
                    help="blkfront's max_ring_page_order: 2**K pages per ring (0..4, default 0)")
     p.add_argument("--lock", choices=LOCKS, default="ticket",
-                   help="the spinlock behind io_lock/ring_lock (default ticket, as in 2015)")
+                   help="the spinlock behind io_lock/ring_lock (default ticket, as in 2015; "
+                   "pv: Xen's paravirtual ticket lock, which blocks until kicked)")
     p.add_argument("--duration", type=_seconds, default=2.0, metavar="S",
                    help="measured seconds per point (default 2)")
     p.add_argument("--warmup", type=_seconds, default=0.5, metavar="S",
@@ -89,14 +98,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 SUMMARY = ("mode", "jobs", "queues", "iops", "mbps", "lat_p50_us", "lat_p99_us",
-           "lock_contended_frac", "ring_full", "cpu_util")
+           "lock_contended_frac", "tag_wait_per_req", "util_vcpu_halted", "threads",
+           "cpu_util")
 
 
 def _line(row: dict) -> str:
     return (f"{row['mode']:>3} jobs={row['jobs']:<3} queues={row['queues']:<2} "
             f"iops={row['iops'] / 1e3:8.1f}k  MB/s={row['mbps']:7.1f}  "
             f"p50={row['lat_p50_us']:8.1f}us p99={row['lat_p99_us']:8.1f}us  "
-            f"lock contended={row['lock_contended_frac']:5.1%}  ring_full={row['ring_full']:<6} "
+            f"lock contended={row['lock_contended_frac']:5.1%}  "
+            f"tag waits/IO={row['tag_wait_per_req']:5.2f}  "
+            f"vCPUs halted={row['util_vcpu_halted']:4.0%}  threads={row['threads']}"
+            f"{' (oversubscribed)' if row['oversubscribed'] else ''}  "
             f"cpu={row['cpu_util']:4.2f}  lost={row['lost']} dup={row['duplicated']}")
 
 
@@ -109,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
     text = args.output_format == "text"
     pts = points(mode=args.mode, jobs=args.jobs, queues=args.queues, vcpus=args.vcpus,
+                 dom0_vcpus=args.dom0_vcpus, job_placement=args.placement == "unpinned",
                  iodepth=args.iodepth, workload=args.workload, device=args.device,
                  ring_page_order=args.ring_page_order, lock=args.lock,
                  duration=args.duration, warmup=args.warmup, reps=args.reps, seed=args.seed,

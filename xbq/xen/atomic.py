@@ -15,9 +15,9 @@ uniprocessor build, since the peer runs in another domain).
 Every function here compiles to a handful of instructions and is safe to call from a single
 thread (the discrete-event engine) as well.
 
-External symbols (``sched_yield``, ``usleep``, ``clock_gettime``) are declared by name in
-the emitted LLVM module and resolved when the code is loaded, so functions that use them
-stay cacheable.
+External symbols (``sched_yield``, ``usleep``, ``clock_gettime``, ``syscall`` for the futex
+calls) are declared by name in the emitted LLVM module and resolved when the code is loaded,
+so functions that use them stay cacheable.
 """
 
 from __future__ import annotations
@@ -203,6 +203,7 @@ and_u16_at = _field("rmw", 16, "and")
 #: equals ``expected``.
 cmpxchg_u16_at = _field("cas", 16)
 cmpxchg_u32_at = _field("cas", 32)
+cmpxchg_i64_at = _field("cas", 64)
 
 
 def _fence(ordering):
@@ -289,5 +290,76 @@ def monotonic_ns(typingctx):
         sec = builder.load(builder.gep(ts, [zero, zero]))
         nsec = builder.load(builder.gep(ts, [zero, ir.Constant(i32, 1)]))
         return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+
+    return sig, codegen
+
+
+# --- futex: block a thread on a word until another wakes it ----------------------------------
+
+#: ``SYS_futex`` by architecture, and the private wait / wake operations of futex(2).
+_SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}
+FUTEX_WAIT_PRIVATE = 128
+FUTEX_WAKE_PRIVATE = 129
+
+
+def _futex_call(builder, addr, op, val, timeout):
+    """``syscall(SYS_futex, addr, op, val, timeout, NULL, 0)`` as LLVM IR; returns its i64."""
+    i64 = ir.IntType(64)
+    nr = _SYS_FUTEX.get(_MACHINE)
+    if nr is None:
+        raise NotImplementedError(f"futex: no syscall number known for {_MACHINE}")
+    fty = ir.FunctionType(i64, [i64], var_arg=True)
+    fn = cgutils.get_or_insert_function(builder.module, fty, "syscall")
+    null = ir.Constant(ir.IntType(8).as_pointer(), None)
+    # every variadic argument as a full register (syscall(2) reads them as longs)
+    return builder.call(fn, [ir.Constant(i64, nr), addr, ir.Constant(i64, op),
+                             builder.zext(val, i64), timeout, null, ir.Constant(i64, 0)])
+
+
+@intrinsic
+def futex_wait(typingctx, arr, idx, expected, timeout_ns):
+    """Sleep while the low 32 bits of ``arr[idx]`` equal ``expected``, at most ``timeout_ns``.
+
+    Linux ``futex(FUTEX_WAIT_PRIVATE)`` on the low half of the int64 word (little-endian):
+    returns at once when the word no longer holds ``expected``, when :func:`futex_wake` is
+    called on it, on a signal, or after the timeout. Callers recheck their condition; the
+    return value (0, or -1 with errno set) carries nothing they need.
+    """
+    _check_int_array(arr, "futex_wait")
+    sig = types.int64(arr, idx, expected, timeout_ns)
+
+    def codegen(context, builder, signature, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        ptr = _item_pointer(context, builder, signature.args[0], args[0], args[1],
+                            signature.args[1])
+        addr = builder.bitcast(ptr, i32.as_pointer())
+        val = builder.trunc(context.cast(builder, args[2], signature.args[2], types.int64), i32)
+        ns = context.cast(builder, args[3], signature.args[3], types.int64)
+        timespec = ir.LiteralStructType([i64, i64])
+        ts = cgutils.alloca_once(builder, timespec)
+        zero = ir.Constant(i32, 0)
+        billion = ir.Constant(i64, 1_000_000_000)
+        builder.store(builder.sdiv(ns, billion), builder.gep(ts, [zero, zero]))
+        builder.store(builder.srem(ns, billion), builder.gep(ts, [zero, ir.Constant(i32, 1)]))
+        return _futex_call(builder, addr, FUTEX_WAIT_PRIVATE, val, ts)
+
+    return sig, codegen
+
+
+@intrinsic
+def futex_wake(typingctx, arr, idx, n):
+    """Wake up to ``n`` threads sleeping in :func:`futex_wait` on ``arr[idx]``; returns how
+    many were woken (``futex(FUTEX_WAKE_PRIVATE)``)."""
+    _check_int_array(arr, "futex_wake")
+    sig = types.int64(arr, idx, n)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        ptr = _item_pointer(context, builder, signature.args[0], args[0], args[1],
+                            signature.args[1])
+        addr = builder.bitcast(ptr, i32.as_pointer())
+        cnt = builder.trunc(context.cast(builder, args[2], signature.args[2], types.int64), i32)
+        null = ir.Constant(ir.LiteralStructType([ir.IntType(64)] * 2).as_pointer(), None)
+        return _futex_call(builder, addr, FUTEX_WAKE_PRIVATE, cnt, null)
 
     return sig, codegen

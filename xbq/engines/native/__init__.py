@@ -1,9 +1,11 @@
 """The native engine: the blkif protocol run by real OS threads on the machine at hand.
 
-fio-like jobs and one ``xen_blkif_schedule`` thread per ring execute ``nogil`` numba loops
+A guest of ``vcpus`` vCPU threads (each runs the fio-like jobs placed on it and the ring
+interrupts bound to it, and halts when idle) and dom0 vCPU threads (the rings'
+``xen_blkif_schedule`` loops) execute ``nogil`` numba loops
 (:mod:`xbq.engines.native.loops`) over the very blkfront/blkback code of
 :mod:`xbq.blkif.blkfront` and :mod:`xbq.blkif.blkback`, synchronised only by the protocol's
-atomics and the frontend lock of the driver being measured
+atomics, blk-mq's tags and the frontend lock of the driver being measured
 (:mod:`xbq.engines.native.locks`): one ``io_lock`` in ``sq`` mode, a ``ring_lock`` per ring
 in ``mq`` mode. See ``docs/native.md``.
 
@@ -34,7 +36,7 @@ def _as_list(value, name):
 def points(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload="iometer",
            device="null", ring_page_order=0, lock="ticket", duration=2.0, warmup=0.5, reps=1,
            seed=0, *, bssplit=None, rwmixread=None, dev_sectors=None,
-           backend_max_queues=16) -> list:
+           backend_max_queues=16, dom0_vcpus=16, job_placement=False) -> list:
     """The :class:`~xbq.engines.native.point.NativePoint` of every (rep, jobs, mode), checked.
 
     Points run repetition by repetition, and within one, job count by job count with the
@@ -55,7 +57,8 @@ def points(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload="
         raise XbqError(f"unknown workload {workload!r}; use 'iometer' or a fio bssplit")
     ws = bssplit if bssplit is not None else ws
     wr = rwmixread if rwmixread is not None else wr
-    return [NativePoint(mode=m, jobs=j, queues=queues, vcpus=vcpus, iodepth=iodepth,
+    return [NativePoint(mode=m, jobs=j, queues=queues, vcpus=vcpus, dom0_vcpus=dom0_vcpus,
+                        job_placement=job_placement, iodepth=iodepth,
                         bssplit=ws, rwmixread=wr, device=device,
                         ring_page_order=ring_page_order, lock=lock, duration_s=duration,
                         warmup_s=warmup, seed=seed, rep=rep, dev_sectors=dev_sectors,
@@ -77,7 +80,8 @@ def measure_point(point, *, stall_s: float = 3.0, lock_timeout_s: float = 10.0) 
 def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload="iometer",
             device="null", ring_page_order=0, lock="ticket", duration=2.0, warmup=0.5, reps=1,
             seed=0, *, bssplit=None, rwmixread=None, dev_sectors=None,
-            backend_max_queues=16, stall_s=3.0, lock_timeout_s=10.0, progress=None):
+            backend_max_queues=16, dom0_vcpus=16, job_placement=False, stall_s=3.0,
+            lock_timeout_s=10.0, progress=None):
     """Measure IOPS of blkfront/blkback on real threads; one row per (mode, jobs, rep).
 
     Parameters
@@ -86,11 +90,12 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
         ``sq``: one ring and one ``io_lock`` shared by submit and completion (legacy
         blkfront); ``mq``: ``queues`` rings with a ``ring_lock`` each (blk-mq blkfront).
     jobs : int or list of int
-        fio jobs (threads); each is a point.
+        fio jobs (tasks the vCPUs run); each is a point.
     queues : int
         Rings in mq mode (at most ``vcpus`` and ``backend_max_queues``).
     vcpus : int
-        Guest vCPUs: job ``j`` runs on vCPU ``j % vcpus`` and submits on blk-mq's queue for it.
+        Guest vCPUs, one thread each: a job runs on its vCPU and submits on blk-mq's queue
+        for it.
     iodepth : int
         I/Os each job keeps in flight.
     workload : str
@@ -99,8 +104,8 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
         The ramdisk moves data through the grants and is verified at the end.
     ring_page_order : int
         blkfront's ``max_ring_page_order`` (0: 32-slot rings, up to 4: 512 slots).
-    lock : {"ticket", "ttas", "mcs"}
-        The spinlock behind ``io_lock`` / ``ring_lock``.
+    lock : {"ticket", "ttas", "mcs", "pv"}
+        The spinlock behind ``io_lock`` / ``ring_lock`` (pv: Xen's paravirtual ticket lock).
     duration, warmup : float
         Measured window and warm-up before it, in seconds.
     reps : int
@@ -110,6 +115,10 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
         Override the workload's block-size split / read percentage.
     dev_sectors, backend_max_queues, stall_s, lock_timeout_s :
         Device size (512-byte sectors), blkback's ``max_queues``, watchdog and lock timeouts (s).
+    dom0_vcpus : int
+        dom0 vCPUs running the rings' backends (ring ``r`` on ``r % dom0_vcpus``).
+    job_placement : bool
+        False: job ``j`` on vCPU ``j % vcpus``; True: each job on a random vCPU.
     progress : callable, optional
         Called with each row as it is measured.
 
@@ -119,8 +128,9 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
     Returns
     -------
     pandas.DataFrame
-        The :data:`xbq.engines.schema.COLUMNS` then native extras: lock statistics, CPU time,
-        responses per interrupt, requests per backend batch, ...
+        The :data:`xbq.engines.schema.COLUMNS` then native extras: lock statistics, where the
+        vCPUs' time went (``util_vcpu_*``, ``util_dom0_*``, as the twin names them), halts,
+        kicks, tag waits, threads and host CPUs, CPU time, ...
 
     Raises
     ------
@@ -133,7 +143,8 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
 
     pts = points(mode, jobs, queues, vcpus, iodepth, workload, device, ring_page_order, lock,
                  duration, warmup, reps, seed, bssplit=bssplit, rwmixread=rwmixread,
-                 dev_sectors=dev_sectors, backend_max_queues=backend_max_queues)
+                 dev_sectors=dev_sectors, backend_max_queues=backend_max_queues,
+                 dom0_vcpus=dom0_vcpus, job_placement=job_placement)
     check_seconds("the watchdog timeout", stall_s, MAX_DURATION_S)
     check_seconds("the lock timeout", lock_timeout_s, MAX_DURATION_S)
     rows = []

@@ -1,4 +1,5 @@
-"""Bounded spinlocks on shared int64 arrays: the 2015 kernel's ticket lock, TTAS and MCS.
+"""Bounded spinlocks on shared int64 arrays: the 2015 kernel's ticket lock, TTAS, MCS and
+Xen's paravirtual ticket lock.
 
 The native engine's ``io_lock`` (legacy blkfront) and per-ring ``ring_lock`` (blk-mq blkfront)
 are these locks, taken by real OS threads running ``nogil`` numba code. Three designs:
@@ -9,6 +10,13 @@ are these locks, taken by real OS threads running ``nogil`` numba code. Three de
   free; unfair, cheap uncontended.
 * **mcs** (Mellor-Crummey & Scott, the queue lock behind Linux's qspinlock): each waiter
   spins on its own node; the tail word holds the last waiter's node.
+* **pv** (the paravirtual ticket lock of Xen guests, ``arch/x86/xen/spinlock.c`` as of
+  Linux 4.x before qspinlock): a ticket lock whose waiter spins ``PV_SPIN_THRESHOLD`` times,
+  then publishes ``(lock, ticket wanted)`` in its per-CPU ``lock_waiting`` slot and blocks
+  (Xen's ``SCHEDOP_poll`` on its per-CPU event channel; here a futex on that slot) until the
+  releasing CPU, finding a waiter registered for the ticket it now serves, kicks it
+  (``xen_unlock_kick``). The guest's defence against a preempted lock holder: waiters stop
+  burning the CPU the holder needs.
 
 Unlike the kernel's (which disable preemption and may spin forever), every wait here is
 **bounded**, because a user-space holder can be descheduled and CI has two cores: spin
@@ -20,12 +28,14 @@ fails with :data:`LOCK_BROKEN` at its first yield. The engine turns either code 
 
 Layout: lock ``i`` occupies ``LOCK_WORDS`` (16) int64 words from ``i * LOCK_WORDS``: the first
 cache line holds the lock words, the second the statistics, which only the holder writes
-(plain stores, under the lock). MCS nodes are a separate array, ``MCS_WORDS`` words per
-thread; a thread holds at most one MCS lock at a time (the engine never nests locks).
+(plain stores, under the lock). Per-CPU lock nodes are a separate array, ``MCS_WORDS``
+words per thread: the MCS queue node and the pv lock's ``lock_waiting`` slot; a thread holds
+at most one lock at a time (the engine never nests locks).
 
 Statistics per lock: acquisitions, contended acquisitions (the first try failed), total wait
 of contended acquisitions in ns, the most waiters seen by an arriving thread (itself
-included), yields, and timeouts.
+included), yields, timeouts, and for the pv lock the waits that blocked and the kicks
+that woke them.
 """
 
 from __future__ import annotations
@@ -41,6 +51,8 @@ from xbq.xen.atomic import (
     atomic_store,
     atomic_xchg,
     cpu_relax,
+    futex_wait,
+    futex_wake,
     monotonic_ns,
     sched_yield,
 )
@@ -48,8 +60,9 @@ from xbq.xen.atomic import (
 LOCK_TICKET = 0
 LOCK_TTAS = 1
 LOCK_MCS = 2
+LOCK_PV = 3
 #: ``--lock`` names.
-LOCK_KINDS = {"ticket": LOCK_TICKET, "ttas": LOCK_TTAS, "mcs": LOCK_MCS}
+LOCK_KINDS = {"ticket": LOCK_TICKET, "ttas": LOCK_TTAS, "mcs": LOCK_MCS, "pv": LOCK_PV}
 
 LOCK_WORDS = 16
 # first cache line: the lock itself
@@ -57,6 +70,7 @@ LK_WORD = 0  # ticket: next ticket; ttas: 1 when held; mcs: tail node + 1 (0: fr
 LK_OWNER = 1  # ticket: the ticket now served
 LK_WAITERS = 2  # ttas/mcs: threads waiting now (atomic)
 LK_BROKEN = 3  # set when a waiter gave up: the lock can no longer be trusted
+LK_PV_WAITERS = 4  # pv: waiters registered in lock_waiting (the slow-path flag)
 # second cache line: statistics
 LK_ACQUIRED = 8
 LK_CONTENDED = 9
@@ -64,11 +78,15 @@ LK_WAIT_NS = 10
 LK_MAX_WAITERS = 11
 LK_TIMEOUTS = 12  # atomic
 LK_YIELDS = 13  # atomic
-LOCK_STATS = ("acquired", "contended", "wait_ns", "max_waiters", "timeouts", "yields")
+LK_BLOCKS = 14  # pv: waits that blocked (atomic)
+LK_KICKS = 15  # pv: waiters kicked by a release (atomic)
+LOCK_STATS = ("acquired", "contended", "wait_ns", "max_waiters", "timeouts", "yields",
+              "blocks", "kicks")
 
 MCS_WORDS = 8  # one cache line per node
 MCS_NEXT = 0  # successor node + 1 (0: none yet)
 MCS_LOCKED = 1  # 1 while the owner of this node must wait
+PV_WAITING = 2  # pv: this CPU's lock_waiting slot, pv_entry(lock, ticket) while blocked
 
 LOCK_OK = 0
 LOCK_TIMEOUT = -1
@@ -76,6 +94,10 @@ LOCK_BROKEN = -2
 
 #: Pause-spins before a waiter starts yielding the CPU.
 SPIN_BEFORE_YIELD = 128
+#: Spins of a pv waiter before it blocks: the kernel's ``SPIN_THRESHOLD`` (1 << 15).
+PV_SPIN_THRESHOLD = 1 << 15
+#: Longest single futex sleep of a blocked pv waiter (ns) before it rechecks its deadline.
+PV_POLL_NS = 10_000_000
 #: Default time a waiter may wait before giving up (ns).
 DEFAULT_TIMEOUT_NS = 5_000_000_000
 
@@ -270,6 +292,89 @@ def mcs_unlock(lk, i, nodes, me, timeout_ns):
     return LOCK_OK
 
 
+# --- Xen's paravirtual ticket lock --------------------------------------------------------------
+
+
+@kernel(forceinline=True)
+def pv_entry(i, ticket):
+    """The ``lock_waiting`` value of a CPU blocked on lock ``i`` for ``ticket``: the lock in
+    the high half, the ticket in the low half with its lowest bit set, so that the futex
+    word (the low half) never reads as zero and a kick (which clears the slot) changes it."""
+    return (np.int64(i + 1) << 32) | (((np.int64(ticket) & 0x7FFFFFFF) << 1) | 1)
+
+
+@kernel
+def _pv_block(lk, b, nodes, nb, entry, t0, timeout_ns):
+    """Sleep until a release kicks this CPU (clears its slot); ``LOCK_*`` code."""
+    atomic_fetch_add(lk, b + LK_BLOCKS, 1)
+    while atomic_load(nodes, nb + PV_WAITING) == entry:
+        left = timeout_ns - (monotonic_ns() - t0)
+        if left <= 0 or atomic_load(lk, b + LK_BROKEN) != 0:
+            if atomic_cas(nodes, nb + PV_WAITING, entry, 0) == entry:
+                return LOCK_BROKEN if left > 0 else LOCK_TIMEOUT
+            break  # kicked at the last moment
+        futex_wait(nodes, nb + PV_WAITING, entry & 0xFFFFFFFF, min(left, PV_POLL_NS))
+    return LOCK_OK
+
+
+@kernel
+def pv_lock(lk, i, nodes, me, timeout_ns, spin_threshold):
+    """Take pv ticket lock ``i`` as CPU ``me``: spin ``spin_threshold`` times, then block
+    until kicked (``xen_lock_spinning``), and spin again; returns a ``LOCK_*`` code.
+
+    The waiter publishes its slot, then rechecks the lock (both full barriers) before it
+    sleeps; the releaser serves the next ticket, then reads the waiter count and the slots
+    (full barriers too), so one of the two always sees the other: no wake-up is lost.
+    """
+    b = i * LOCK_WORDS
+    nb = me * MCS_WORDS
+    me_t = atomic_fetch_add(lk, b + LK_WORD, 1)
+    owner = atomic_load(lk, b + LK_OWNER)
+    if owner == me_t:
+        _account(lk, b, False, 0, 0)
+        return LOCK_OK
+    t0 = monotonic_ns()
+    entry = pv_entry(i, me_t)
+    while True:
+        for _ in range(spin_threshold):
+            if atomic_load(lk, b + LK_OWNER) == me_t:
+                _account(lk, b, True, t0, me_t - owner)
+                return LOCK_OK
+            cpu_relax()
+        atomic_fetch_add(lk, b + LK_PV_WAITERS, 1)
+        atomic_xchg(nodes, nb + PV_WAITING, entry)
+        if atomic_load(lk, b + LK_OWNER) == me_t:
+            atomic_cas(nodes, nb + PV_WAITING, entry, 0)  # a kick may have cleared it first
+            st = LOCK_OK
+        else:
+            st = _pv_block(lk, b, nodes, nb, entry, t0, timeout_ns)
+        atomic_fetch_add(lk, b + LK_PV_WAITERS, -1)
+        if st != LOCK_OK:
+            return _give_up(lk, b, st)
+        if atomic_load(lk, b + LK_OWNER) == me_t:
+            _account(lk, b, True, t0, me_t - owner)
+            return LOCK_OK
+
+
+@kernel
+def pv_unlock(lk, i, nodes):
+    """Release pv ticket lock ``i``: serve the next ticket, then kick the CPU registered as
+    waiting for it, if any (``__ticket_unlock_kick`` / ``xen_unlock_kick``)."""
+    b = i * LOCK_WORDS
+    nxt = atomic_fetch_add(lk, b + LK_OWNER, 1) + 1  # a full barrier, unlike a plain release
+    if atomic_load(lk, b + LK_PV_WAITERS) == 0:
+        return LOCK_OK
+    entry = pv_entry(i, nxt)
+    for c in range(nodes.size // MCS_WORDS):
+        slot = c * MCS_WORDS + PV_WAITING
+        if atomic_load(nodes, slot) == entry:
+            if atomic_cas(nodes, slot, entry, 0) == entry:
+                atomic_fetch_add(lk, b + LK_KICKS, 1)
+                futex_wake(nodes, slot, 1)
+            break
+    return LOCK_OK
+
+
 # --- one entry point for the engine -------------------------------------------------------------
 
 
@@ -284,11 +389,11 @@ def spin_lock(lk, i, kind, nodes, me, timeout_ns):
     i : int
         Lock index.
     kind : int
-        ``LOCK_TICKET``, ``LOCK_TTAS`` or ``LOCK_MCS``.
+        ``LOCK_TICKET``, ``LOCK_TTAS``, ``LOCK_MCS`` or ``LOCK_PV``.
     nodes : int64[:]
-        MCS nodes (:func:`new_mcs_nodes`); unused by the other kinds.
+        Per-CPU lock nodes (:func:`new_mcs_nodes`); unused by ticket and TTAS.
     me : int
-        The calling thread's index (its MCS node).
+        The calling thread's index (its node).
     timeout_ns : int
         Longest wait before giving up (ns).
     """
@@ -296,6 +401,8 @@ def spin_lock(lk, i, kind, nodes, me, timeout_ns):
         return ticket_lock(lk, i, timeout_ns)
     if kind == LOCK_TTAS:
         return ttas_lock(lk, i, timeout_ns)
+    if kind == LOCK_PV:
+        return pv_lock(lk, i, nodes, me, timeout_ns, PV_SPIN_THRESHOLD)
     return mcs_lock(lk, i, nodes, me, timeout_ns)
 
 
@@ -306,4 +413,6 @@ def spin_unlock(lk, i, kind, nodes, me, timeout_ns):
         return ticket_unlock(lk, i)
     if kind == LOCK_TTAS:
         return ttas_unlock(lk, i)
+    if kind == LOCK_PV:
+        return pv_unlock(lk, i, nodes)
     return mcs_unlock(lk, i, nodes, me, timeout_ns)

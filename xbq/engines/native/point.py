@@ -29,6 +29,8 @@ MODES = ("sq", "mq")
 MAX_DURATION_S = 86400.0
 #: blkback's ``max_queues`` default is the backend domain's online CPUs; negotiate's dom0 has 16.
 DEFAULT_BACKEND_MAX_QUEUES = 16
+#: dom0's vCPUs, as the twin's default (:class:`xbq.engines.des.params.Machine`).
+DEFAULT_DOM0_VCPUS = 16
 
 
 class NativePoint(Point):
@@ -37,9 +39,15 @@ class NativePoint(Point):
     engine: Literal["native"] = "native"
     mode: Literal["sq", "mq"] = Field("mq", description="sq: one ring behind one io_lock; "
                                       "mq: queues rings, a ring_lock each")
-    jobs: Int(1, MAX_NATIVE_JOBS) = Field(1, description="fio jobs (threads)")
+    jobs: Int(1, MAX_NATIVE_JOBS) = Field(1, description="fio jobs (tasks on the vCPUs)")
     queues: Int(1, MAX_QUEUES) = Field(4, description="rings asked for in mq mode")
-    vcpus: Int(1, MAX_VCPUS) = Field(16, description="guest vCPUs the jobs are placed on")
+    vcpus: Int(1, MAX_VCPUS) = Field(16, description="guest vCPUs: one thread each, running "
+                                     "the jobs placed on it and the interrupts bound to it")
+    dom0_vcpus: Int(1, 64) = Field(DEFAULT_DOM0_VCPUS, description="dom0 vCPUs running the "
+                                   "rings' xen_blkif_schedule loops (ring r on r % dom0_vcpus)")
+    job_placement: bool = Field(False, description="False: job j pinned to vCPU j % vcpus "
+                                "(fio's cpus_allowed); True: unpinned, each job on a random "
+                                "vCPU (the twin's job_placement plan)")
     iodepth: Int(1, MAX_IODEPTH) = Field(32, description="I/Os in flight per job")
     bssplit: Bssplit = Field(IOMETER_BSSPLIT, description="fio bssplit of the jobs")
     rwmixread: Number(0.0, 100.0) = Field(float(IOMETER_RWMIXREAD),
@@ -47,8 +55,9 @@ class NativePoint(Point):
     device: Literal["null", "ramdisk"] = Field("null", description="null (no data) or "
                                                "ramdisk (data moved and verified)")
     ring_page_order: Int(0, 4) = Field(0, description="blkfront's max_ring_page_order")
-    lock: Literal["ticket", "ttas", "mcs"] = Field("ticket", description="the spinlock "
-                                                   "behind io_lock / ring_lock")
+    lock: Literal["ticket", "ttas", "mcs", "pv"] = Field(
+        "ticket", description="the spinlock behind io_lock / ring_lock (pv: Xen's "
+        "paravirtual ticket lock, which blocks a waiter until the release kicks it)")
     duration_s: Seconds(MAX_DURATION_S) = Field(2.0, description="measured window (s)")
     warmup_s: Seconds(MAX_DURATION_S, positive=False) = Field(0.5, description="warm-up "
                                                               "before the window (s)")
@@ -58,8 +67,8 @@ class NativePoint(Point):
                                                 "sectors (default 2**21 null, 2**18 ramdisk)")
     backend_max_queues: Int(1, MAX_QUEUES) = Field(DEFAULT_BACKEND_MAX_QUEUES,
                                                    description="blkback's max_queues")
-    spin: Int(0, 1 << 30) = Field(200, description="pause-spins before an idle thread "
-                                  "yields")
+    spin: Int(0, 1 << 30) = Field(200, description="pause-spins of an idle vCPU before it "
+                                  "halts")
 
     @model_validator(mode="after")
     def _queues_fit(self):

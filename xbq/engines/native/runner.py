@@ -1,9 +1,10 @@
 """Run one measured point of the native engine: handshake, threads, watchdog, checks, a row.
 
 :func:`run_point` connects a blkfront/blkback pair through the real XenStore handshake
-(:func:`xbq.blkif.pair.connect_pair`), builds the engine's records, starts one OS thread
-per backend ring and per fio job (each runs a ``nogil`` loop of
-:mod:`xbq.engines.native.loops`), and lets the Python main thread keep time and watch: it
+(:func:`xbq.blkif.pair.connect_pair`), builds the engine's records, places the jobs on the
+guest's vCPUs, starts one OS thread per guest vCPU and one per dom0 vCPU that serves a ring
+(each runs a ``nogil`` loop of :mod:`xbq.engines.native.loops`; pinned one to a host CPU when
+the host has enough), and lets the Python main thread keep time and watch: it
 moves the run through warm-up, the measured window and the drain, and aborts it (through
 the shared stop word every loop checks) when no thread makes progress. After the drain it
 checks that every driver request completed exactly once and, with the ramdisk, that the
@@ -34,21 +35,24 @@ from xbq.blkif.blkfront import (
 )
 from xbq.blkif.pair import connect_pair
 from xbq.checks import check_seconds
+from xbq.engines.des.placement import job_placement
 from xbq.engines.native import loops as K
 from xbq.engines.native.locks import (
     LK_ACQUIRED,
+    LK_BLOCKS,
     LK_CONTENDED,
+    LK_KICKS,
     LK_MAX_WAITERS,
     LK_WAIT_NS,
     LK_YIELDS,
     LOCK_WORDS,
-    MCS_WORDS,
     lock_kind,
     new_locks,
     new_mcs_nodes,
 )
 from xbq.engines.native.point import (
     DEFAULT_BACKEND_MAX_QUEUES,
+    DEFAULT_DOM0_VCPUS,
     MAX_DURATION_S,
     MODES,
     NativePoint,
@@ -72,13 +76,18 @@ class NativeConfig:
     mode : {"sq", "mq"}
         ``sq``: one ring behind one ``io_lock``; ``mq``: ``queues`` rings, a ``ring_lock`` each.
     jobs, queues, vcpus, iodepth : int
-        fio jobs (threads), rings asked for in mq mode, guest vCPUs, I/Os in flight per job.
+        fio jobs, rings asked for in mq mode, guest vCPUs (threads), I/Os in flight per job.
+    dom0_vcpus : int
+        dom0 vCPUs; ring ``r`` is served by dom0 vCPU ``r % dom0_vcpus`` (one thread each
+        that serves a ring).
+    job_placement : bool
+        False: job ``j`` on vCPU ``j % vcpus``; True: each job on a random vCPU.
     bssplit, rwmixread : str, float
         The fio workload (default: IOmeter file server, 80 % reads).
     device : {"null", "ramdisk"}
     ring_page_order : int
         blkfront's ``max_ring_page_order`` (blkback allows up to 4).
-    lock : {"ticket", "ttas", "mcs"}
+    lock : {"ticket", "ttas", "mcs", "pv"}
     duration_s, warmup_s : float
         Measured window and the warm-up before it (s).
     seed, rep : int
@@ -92,19 +101,26 @@ class NativeConfig:
     lock_timeout_s : float
         A lock waiter gives up after this long (s).
     spin : int
-        Pause-spins before an idle thread starts yielding.
+        Pause-spins of an idle vCPU before it halts.
+    check : bool
+        Test mode: assert in the engine that no interrupt runs on a vCPU holding a ring lock.
+    pin : bool
+        Pin each thread to its own host CPU when the host has enough.
     stall_ring, stall_after : int
         Test hook: the backend thread of ring ``stall_ring`` stops servicing after
         ``stall_after`` requests (-1: never).
     inject : tuple or None
         Test hook: ``("drop", k)`` or ``("duplicate", k)`` loses or repeats the completion of
-        the k-th driver request the interrupt handlers see.
+        the k-th driver request the interrupt handlers see; ``("irq_in_lock", k)`` enters the
+        interrupt path under the ring lock at the k-th submission (test mode catches it).
     """
 
     mode: str = "mq"
     jobs: int = 1
     queues: int = 4
     vcpus: int = 16
+    dom0_vcpus: int = DEFAULT_DOM0_VCPUS
+    job_placement: bool = False
     iodepth: int = 32
     bssplit: str = IOMETER_BSSPLIT
     rwmixread: float = IOMETER_RWMIXREAD
@@ -120,6 +136,8 @@ class NativeConfig:
     stall_s: float = 3.0
     lock_timeout_s: float = 10.0
     spin: int = 200
+    check: bool = False
+    pin: bool = True
     stall_ring: int = -1
     stall_after: int = 0
     inject: tuple | None = None
@@ -127,7 +145,8 @@ class NativeConfig:
 
 
 #: NativeConfig fields that are test hooks or bookkeeping, not part of what is measured.
-_NOT_CONFIG = ("extra", "inject", "stall_ring", "stall_after", "stall_s", "lock_timeout_s")
+_NOT_CONFIG = ("extra", "inject", "stall_ring", "stall_after", "stall_s", "lock_timeout_s",
+               "check", "pin")
 
 
 def point_of(cfg: NativeConfig) -> NativePoint:
@@ -178,57 +197,80 @@ class _Point:
         maxp = -(-max_bs // maxs)
         self.hctx, self.dispatch = new_hw_queues(R, J * D * maxp)
         first_buf = self.pair.buf_pfn
-        job_vcpu = np.arange(J, dtype=np.int64) % cfg.vcpus
+        V = cfg.vcpus
+        job_vcpu = job_placement(J, V, cfg.seed * 1_000_003 + cfg.rep,
+                                 cfg.job_placement).astype(np.int64)
         if cfg.mode == "mq":
-            qmap = blk_mq_map_queues(cfg.vcpus, R)
+            qmap = blk_mq_map_queues(V, R)
             irq_vcpu = np.array([int(np.flatnonzero(qmap == q)[0]) for q in range(R)], np.int64)
         else:
-            qmap = np.zeros(cfg.vcpus, np.int64)
+            qmap = np.zeros(V, np.int64)
             irq_vcpu = np.zeros(1, np.int64)
         self.qmap, self.irq_vcpu, self.job_vcpu = qmap, irq_vcpu, job_vcpu
+        self.V, self.Dt = V, min(cfg.dom0_vcpus, R)  # dom0 vCPUs with a ring to serve
         par = np.zeros(1, K.NATIVE_PARAMS_DTYPE)
-        inject = {"drop": K.INJECT_DROP, "duplicate": K.INJECT_DUPLICATE}
+        inject = {"drop": K.INJECT_DROP, "duplicate": K.INJECT_DUPLICATE,
+                  "irq_in_lock": K.INJECT_IRQ_IN_LOCK}
         par[0] = (J, R, D, maxs, maxp, lock_kind(cfg.lock), int(cfg.lock_timeout_s * 1e9),
                   int(data), region, cfg.spin, cfg.stall_ring, cfg.stall_after,
                   inject[cfg.inject[0]] if cfg.inject else 0,
-                  int(cfg.inject[1]) if cfg.inject else 0)
+                  int(cfg.inject[1]) if cfg.inject else 0, V, self.Dt, cfg.dom0_vcpus,
+                  self.conn.nr_ents, int(cfg.check), K.HALT_NS)
+        if maxp > self.conn.nr_ents:
+            raise XbqError(f"an I/O of {maxp} driver requests needs more tags than a queue "
+                           f"has ({self.conn.nr_ents})")
         ss = np.random.SeedSequence([cfg.seed, cfg.rep])
         jobs = np.zeros(J, K.JOB_DTYPE)
         jobs["ring"] = qmap[job_vcpu]
         jobs["vcpu"] = job_vcpu
         jobs["region0"] = np.arange(J) * region
         jobs["stream"] = new_streams(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)), J)
+        per_vcpu = np.bincount(job_vcpu, minlength=V)
+        vjobs = np.full((V, max(int(per_vcpu.max()), 1)), -1, np.int64)
+        for v in range(V):
+            on = np.flatnonzero(job_vcpu == v)
+            vjobs[v, :on.size] = on
         slots = np.zeros(J * D, K.SLOT_DTYPE)
         slots["state"] = K.SLOT_FREE
         slots["buf"] = (first_buf + np.arange(J * D) * slot_pages) if data \
             else first_buf  # the null device never touches data
-        T = J + R
+        T = V + self.Dt
         ents = self.conn.nr_ents
         self.run = K.Native(
-            ctl=np.zeros(K.N_CTL, np.int64), par=par, jobs=jobs, irq_vcpu=irq_vcpu,
+            ctl=np.zeros(K.N_CTL, np.int64), par=par, jobs=jobs, vjobs=vjobs,
+            vst=np.zeros(T * K.VST_WORDS, np.int64),
+            rtags=np.zeros(R * K.RTAG_WORDS, np.int64),
+            tagq=np.zeros((R, 4 * J + 4), np.int64), irq_vcpu=irq_vcpu,
             cnt=np.zeros((T, K.CNT_WORDS), np.int64), slots=slots,
-            tags=np.zeros(J * D * maxp, K.TAG_DTYPE), locks=new_locks(R),
-            mcs=new_mcs_nodes(J), hist=new_hist(J), done=np.zeros((J, ents), DONE_DTYPE),
+            tags=np.zeros(J * D * maxp, K.TAG_DTYPE), locks=new_locks(2 * R),
+            mcs=new_mcs_nodes(V), hist=new_hist(V), done=np.zeros((V, ents), DONE_DTYPE),
             wseq=np.full(sectors if data else 1, K.WSEQ_NEVER, np.int64))
         self.ctl, self.cnt, self.tags = self.run.ctl, self.run.cnt, self.run.tags
         self.sectors, self.region, self.data = sectors, region, data
-        assert self.run.mcs.size >= J * MCS_WORDS
+        self.host_cpus = sorted(os.sched_getaffinity(0))
+        self.pinned = cfg.pin and T <= len(self.host_cpus)
 
-    def job_args(self, j: int) -> tuple:
-        """The arguments of :func:`~xbq.engines.native.loops.job_loop` for job ``j``."""
-        return j, self.fe.arrays(), BlkMq(self.hctx, self.dispatch), self.run, self.wl[0]
+    def vcpu_args(self, v: int) -> tuple:
+        """The arguments of :func:`~xbq.engines.native.loops.vcpu_loop` for guest vCPU ``v``."""
+        return v, self.fe.arrays(), BlkMq(self.hctx, self.dispatch), self.run, self.wl[0]
 
-    def backend_args(self, r: int) -> tuple:
-        """The arguments of :func:`~xbq.engines.native.loops.backend_loop` for ring ``r``."""
-        return r, self.J + r, self.be.arrays(), self.run
+    def dom0_args(self, d: int) -> tuple:
+        """The arguments of :func:`~xbq.engines.native.loops.dom0_loop` for dom0 vCPU ``d``."""
+        return d, self.be.arrays(), self.run
+
+    def dom0_rings(self, d: int) -> list[int]:
+        return list(range(d, self.R, self.cfg.dom0_vcpus))
 
     # -- names and ring state for messages -------------------------------------------------
 
     def thread_name(self, t: int) -> str:
-        if t < self.J:
-            v = int(self.job_vcpu[t])
-            return f"job {t} (vCPU {v}, ring {int(self.run.jobs['ring'][t])})"
-        return f"backend thread {DEV_NAME}-{t - self.J} (ring {t - self.J})"
+        if t < self.V:
+            jobs = np.flatnonzero(self.job_vcpu == t)
+            shown = ", ".join(map(str, jobs[:4])) + (" ..." if jobs.size > 4 else "")
+            return f"vCPU {t} (jobs {shown or 'none'})"
+        d = t - self.V
+        names = ", ".join(f"{DEV_NAME}-{r}" for r in self.dom0_rings(d))
+        return f"dom0 vCPU {d} (rings {names})"
 
     def ring_indices(self, r: int) -> dict[str, int]:
         hdr = sring_header(self.fe.sring(r))
@@ -246,14 +288,17 @@ class _Point:
         return {"t": time.perf_counter(), "cpu": ru.ru_utime + ru.ru_stime,
                 "cnt": self.cnt.copy(), "fs": self.fe.rinfo["stats"].copy(),
                 "bs": self.be.rings["stats"].copy(), "locks": self.run.locks.copy(),
-                "parked": int(self.hctx["parked"].sum())}
+                "parked": int(self.hctx["parked"].sum()),
+                "ctx": ru.ru_nivcsw}
 
 
 # --- threads and the watchdog -------------------------------------------------------------------
 
 
-def _thread_main(fn, args, t, errors, ctl):
+def _thread_main(fn, args, t, errors, ctl, cpu):
     try:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})  # this thread only (Linux)
         fn(*args)
     except BaseException as exc:  # noqa: BLE001 - reported by the main thread
         errors.append((t, exc))
@@ -270,8 +315,8 @@ def _compile(pt: _Point) -> None:
     """Compile both loops in this thread (an aborted run returns at once), then reset."""
     pt.ctl[K.C_ABORT] = K.AB_PYTHON
     with first_compile("the native engine", K, COMPILE_S):
-        K.job_loop(*pt.job_args(0))
-        K.backend_loop(*pt.backend_args(0))
+        K.vcpu_loop(*pt.vcpu_args(0))
+        K.dom0_loop(*pt.dom0_args(0))
     pt.ctl[:] = 0
 
 
@@ -284,6 +329,8 @@ class _Watchdog:
         self.last = pt.cnt[:, K.CNT_PROGRESS].copy()
         self.since = np.full(self.last.size, now)
         self.global_since = now
+        self.ring_cons = pt.be.rings["req_cons"].copy()
+        self.ring_since = np.full(pt.R, now)
 
     def check(self) -> str | None:
         pt, cfg = self.pt, self.pt.cfg
@@ -294,23 +341,26 @@ class _Watchdog:
         if moved.any():
             self.global_since = now
         self.last = prog
+        cons = pt.be.rings["req_cons"].copy()
+        self.ring_since[cons != self.ring_cons] = now
+        self.ring_cons = cons
         stalled = []
-        for r in range(pt.R):  # a backend with requests waiting that does not consume them
-            t = pt.J + r
+        quiet = now - self.since > cfg.stall_s
+        for r in range(pt.R):  # requests waiting that the ring's dom0 vCPU does not consume
+            t = pt.V + r % cfg.dom0_vcpus
             ix = pt.ring_indices(r)
-            if ix["req_prod"] != ix["req_cons"] and now - self.since[t] > cfg.stall_s:
-                stalled.append(f"{pt.thread_name(t)} with requests waiting "
+            if ix["req_prod"] != ix["req_cons"] and \
+                    now - self.ring_since[r] > cfg.stall_s:
+                stalled.append(f"ring {r} ({DEV_NAME}-{r}) on {pt.thread_name(t)} with "
+                               f"requests waiting [{pt.describe_ring(r)}]")
+        for r in range(pt.R):  # responses nobody consumes: the ring's interrupt vCPU
+            ix = pt.ring_indices(r)
+            v = int(pt.irq_vcpu[r])
+            if ix["rsp_prod"] != ix["rsp_cons"] and quiet[v]:
+                stalled.append(f"the interrupt of ring {r} on {pt.thread_name(v)} "
                                f"[{pt.describe_ring(r)}]")
-        for r in range(pt.R):  # responses nobody consumes: the bound interrupt's jobs
-            ix = pt.ring_indices(r)
-            handlers = np.flatnonzero(pt.job_vcpu == pt.irq_vcpu[r])
-            if ix["rsp_prod"] != ix["rsp_cons"] and handlers.size and \
-                    all(now - self.since[h] > cfg.stall_s for h in handlers):
-                stalled.append(f"the interrupt handler of ring {r} (jobs on vCPU "
-                               f"{int(pt.irq_vcpu[r])}) [{pt.describe_ring(r)}]")
         if not stalled and now - self.global_since > cfg.stall_s:
-            quiet = [pt.thread_name(t) for t in range(prog.size)
-                     if now - self.since[t] > cfg.stall_s]
+            quiet = [pt.thread_name(t) for t in np.flatnonzero(quiet)]
             rings = "; ".join(pt.describe_ring(r) for r in range(pt.R))
             more = " ..." if len(quiet) > 8 else ""
             stalled.append(f"every thread ({', '.join(quiet[:8])}{more}) [{rings}]")
@@ -324,10 +374,13 @@ def _abort_message(pt: _Point) -> str:
     ctl = pt.ctl
     reason, who = int(ctl[K.C_ABORT]), int(ctl[K.C_ABORT_WHO])
     arg, arg2 = int(ctl[K.C_ABORT_ARG]), int(ctl[K.C_ABORT_ARG2])
-    name = pt.thread_name(who) if 0 <= who < pt.J + pt.R else f"thread {who}"
+    name = pt.thread_name(who) if 0 <= who < pt.V + pt.Dt else f"thread {who}"
     if reason == K.AB_LOCK:
-        return (f"{name} gave up waiting for the {pt.cfg.lock} lock of ring {arg} after "
+        which = "of the tag wait list of queue" if arg2 >= 2 else "of ring"
+        return (f"{name} gave up waiting for the {pt.cfg.lock} lock {which} {arg} after "
                 f"{pt.cfg.lock_timeout_s:g} s (lock wait timed out)")
+    if reason == K.AB_TAGQ:
+        return f"{name}: the tag wait list of queue {arg} overflowed (job {arg2})"
     if reason == K.AB_PROTOCOL:
         return f"{name}: blkif_interrupt found a protocol error on {pt.describe_ring(arg)}"
     if reason == K.AB_STATUS:
@@ -340,6 +393,9 @@ def _abort_message(pt: _Point) -> str:
         return f"{name}: blkif_queue_request refused a request on ring {arg} (code {arg2})"
     if reason == K.AB_HALTED:
         return f"{name}: blkback halted {pt.describe_ring(arg)} (bogus producer index)"
+    if reason == K.AB_IRQ_IN_LOCK:
+        return (f"{name}: the interrupt of ring {arg} ran while this vCPU held the lock of "
+                f"ring {arg2} (test mode)")
     if reason == K.AB_DATA:
         what = "reads as zeros after a write completed" if arg2 < 0 else f"word {arg2} differs"
         return f"{name}: ramdisk data check failed at sector {arg}: {what}"
@@ -351,15 +407,16 @@ def _run_threads(pt: _Point) -> tuple[dict, dict, float]:
     cfg, ctl = pt.cfg, pt.ctl
     errors: list = []
     threads = []
-    for r in range(pt.R):
-        t = pt.J + r
+    cpus = pt.host_cpus if pt.pinned else [None] * (pt.V + pt.Dt)
+    for d in range(pt.Dt):
+        t = pt.V + d
         threads.append(threading.Thread(
-            target=_thread_main, name=f"{DEV_NAME}-{r}", daemon=True,
-            args=(K.backend_loop, pt.backend_args(r), t, errors, ctl)))
-    for j in range(pt.J):
+            target=_thread_main, name=f"dom0-vcpu{d}", daemon=True,
+            args=(K.dom0_loop, pt.dom0_args(d), t, errors, ctl, cpus[t])))
+    for v in range(pt.V):
         threads.append(threading.Thread(
-            target=_thread_main, name=f"job{j}", daemon=True,
-            args=(K.job_loop, pt.job_args(j), j, errors, ctl)))
+            target=_thread_main, name=f"vcpu{v}", daemon=True,
+            args=(K.vcpu_loop, pt.vcpu_args(v), v, errors, ctl, cpus[v])))
     dog = _Watchdog(pt)
     poll = min(0.02, cfg.stall_s / 10)
     failure = None
@@ -390,8 +447,8 @@ def _run_threads(pt: _Point) -> tuple[dict, dict, float]:
         ctl[K.C_PHASE] = K.PHASE_DRAIN
         draining = failure is None  # a stall found later is a stall of the drain
         s1 = pt.snapshot()
-        jobs = threads[pt.R:]
-        wait(3600.0, until=lambda: not any(th.is_alive() for th in jobs))
+        guest = threads[pt.Dt:]
+        wait(3600.0, until=lambda: not any(th.is_alive() for th in guest))
     finally:
         if failure is not None and ctl[K.C_ABORT] == 0:
             ctl[K.C_ABORT] = K.AB_WATCHDOG
@@ -470,11 +527,14 @@ def _check_disk(pt: _Point) -> None:
 def _row(pt: _Point, s0: dict, s1: dict, elapsed: float, acct) -> dict:
     cfg = pt.cfg
     dt = s1["t"] - s0["t"]
-    cnt = (s1["cnt"] - s0["cnt"]).sum(axis=0)
+    per = s1["cnt"] - s0["cnt"]
+    cnt = per.sum(axis=0)
+    guest, dom0 = per[:pt.V].sum(axis=0), per[pt.V:].sum(axis=0)
     fs = (s1["fs"] - s0["fs"]).sum(axis=0)
     bs = (s1["bs"] - s0["bs"]).sum(axis=0)
-    lk = (s1["locks"] - s0["locks"]).reshape(pt.R, LOCK_WORDS)
-    lk_max = s1["locks"].reshape(pt.R, LOCK_WORDS)[:, LK_MAX_WAITERS].max()
+    n = pt.R * LOCK_WORDS  # the ring locks (then the tag wait lists' locks)
+    lk = (s1["locks"][:n] - s0["locks"][:n]).reshape(pt.R, LOCK_WORDS)
+    lk_max = s1["locks"][:n].reshape(pt.R, LOCK_WORDS)[:, LK_MAX_WAITERS].max()
     ios = int(cnt[K.CNT_READS] + cnt[K.CNT_WRITES])
     cpu = s1["cpu"] - s0["cpu"]
     q50, q99, q999 = hist_quantiles(pt.run.hist, [0.5, 0.99, 0.999]) / 1e3
@@ -504,8 +564,31 @@ def _row(pt: _Point, s0: dict, s1: dict, elapsed: float, acct) -> dict:
         "responses_per_irq": fs[FS_RESPONSES] / max(fs[FS_INTERRUPTS], 1),
         "requests_per_be_batch": bs[BS_REQUESTS] / max(bs[BS_BATCHES], 1),
         "cpu_s": cpu, "cpu_util": cpu / dt, "cpu_us_per_io": cpu / max(ios, 1) * 1e6,
-        "threads": pt.J + pt.R, "usable_cpus": len(os.sched_getaffinity(0)),
+        "lock_blocks": int(lk[:, LK_BLOCKS].sum()), "lock_kicks": int(lk[:, LK_KICKS].sum()),
+        **_vcpu_columns(pt, guest, dom0, dt, max(int(fs[FS_REQUESTS]), 1), max(ios, 1)),
+        "threads": pt.V + pt.Dt, "host_cpus": len(pt.host_cpus),
+        "oversubscribed": pt.V + pt.Dt > len(pt.host_cpus), "pinned": pt.pinned,
+        "host_ctx_switches": s1["ctx"] - s0["ctx"], "usable_cpus": len(pt.host_cpus),
         "data_verified": pt.data, "elapsed_s": elapsed,
+    }
+
+
+def _vcpu_columns(pt: _Point, guest, dom0, dt: float, requests: int, ios: int) -> dict:
+    """Where the vCPUs' time went, named as the twin names it (fractions of the window), and
+    the scheduling events per driver request or I/O."""
+    wg, wd = pt.V * dt * 1e9, pt.cfg.dom0_vcpus * dt * 1e9
+    return {
+        "util_vcpu_busy": (guest[K.T_SUBMIT] + guest[K.T_IRQ]) / wg,
+        "util_vcpu_spin": guest[K.T_SPIN] / wg, "util_vcpu_hold": guest[K.T_HOLD] / wg,
+        "util_vcpu_halted": guest[K.T_HALT] / wg,
+        "util_dom0_busy": dom0[K.T_BACKEND] / wd, "util_dom0_spin": 0.0,
+        "util_dom0_hold": 0.0, "util_dom0_halted": dom0[K.T_HALT] / wd,
+        "irq_per_req": guest[K.CNT_IRQS] / requests,
+        "ctx_per_req": guest[K.CNT_SWITCHES] / requests,
+        "tag_wait_per_req": guest[K.CNT_TAG_WAITS] / ios,
+        "io_wait_per_req": guest[K.CNT_IO_WAITS] / ios,
+        "vcpu_halts": int(guest[K.CNT_HALTS]), "dom0_halts": int(dom0[K.CNT_HALTS]),
+        "vcpu_kicks": int(guest[K.CNT_KICKS] + dom0[K.CNT_KICKS]),
     }
 
 

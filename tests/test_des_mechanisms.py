@@ -78,9 +78,9 @@ def test_one_frontend_lock_for_every_ring_is_the_io_lock_of_one_ring():
 
 
 def test_a_point_with_random_placements_is_the_weighted_mean_over_its_placements():
-    from xbq.engines.des.placement import left_out, placement_plan, stratified_se
     from xbq.engines.des.point import DesPoint
     from xbq.engines.des.simulate import _pair, _run
+    from xbq.workload.placement import left_out, placement_plan, stratified_se
 
     p = BASE.replace(tag_wait=1.0, job_placement=1.0, placements=4.0)
     row = run("mq", 8, p, duration=0.005)

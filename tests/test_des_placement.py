@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xbq.engines.des.placement import (
+from xbq.workload.placement import (
     job_placement,
     left_out,
     occupancy,

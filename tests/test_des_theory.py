@@ -178,7 +178,7 @@ def test_warmup_lasts_until_the_start_burst_has_drained():
 
 
 def test_random_job_placement_is_seeded_and_uneven():
-    from xbq.engines.des.placement import job_placement
+    from xbq.workload.placement import job_placement
 
     rr = job_placement(32, 16, 1, False)
     assert (np.bincount(rr, minlength=16) == 2).all()

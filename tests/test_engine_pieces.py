@@ -193,10 +193,10 @@ def test_a_restored_pair_is_the_connected_one_in_every_array_a_run_reads():
     (written before read); the shared rings. What may differ is written before it is read:
     the grant pool's pages and the segment lists."""
     from xbq.engines.des.params import load_params
-    from xbq.engines.des.placement import job_placement
     from xbq.engines.des.point import DesPoint
     from xbq.engines.des.simulate import _pair, _run
     from xbq.study.paths import data_dir
+    from xbq.workload.placement import job_placement
 
     pt = DesPoint(mode="mq", jobs=16, queues=4, vcpus=4, duration_s=0.002,
                   params=load_params(data_dir() / "calibrated" / "des-params.json"))

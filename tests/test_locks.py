@@ -13,14 +13,14 @@ from xbq.engines.native.locks import (
     LOCK_OK,
     LOCK_TIMEOUT,
     lock_kind,
-    pv_lock,
-    pv_unlock,
-    ticket_unlock,
     lock_stats,
     new_locks,
     new_mcs_nodes,
+    pv_lock,
+    pv_unlock,
     spin_lock,
     spin_unlock,
+    ticket_unlock,
 )
 from xbq.errors import XbqError
 from xbq.xen.atomic import atomic_load, sched_yield
@@ -164,13 +164,15 @@ def _pv_worker(lk, nodes, me, counter, m, threshold, timeout_ns, status, go, kic
     release with the kick (``pv_unlock``) or, as a broken lock would, without it."""
     while atomic_load(go, 0) == 0:
         sched_yield()
-    for _ in range(m):
+    for i in range(m):
         st = pv_lock(lk, 0, nodes, me, timeout_ns, threshold)
         if st != LOCK_OK:
             status[me] = st
             return
         v = counter[0]
         x = 0
+        if i % 8 == 0:
+            sched_yield()  # a holder the host preempts: its waiters give up spinning
         for k in range(50):
             x += k * v
         counter[0] = v + 1
@@ -197,9 +199,10 @@ def _pv_stress(n, m, threshold, timeout_ns, kick):
 
 
 def test_pv_lock_no_lost_wakeup_under_stress():
-    """8 threads on 2 cores, blocking after 8 spins: thousands of waits block, and each is
-    ended by a kick from the release that serves its ticket (a lost kick would leave the
-    waiter asleep until its 20 s bound, a timeout)."""
+    """8 threads on 2 cores, blocking after 8 spins, every 8th holder yielding its CPU inside
+    the lock: hundreds of waits block, and each is ended by a kick from the release that
+    serves its ticket (a lost kick would leave the waiter asleep until its 20 s bound, a
+    timeout)."""
     n, m = 8, 5_000
     st, counter, status = _pv_stress(n, m, 8, TIMEOUT_NS, True)
     assert (status == LOCK_OK).all() and counter[0] == n * m

@@ -4,11 +4,11 @@ the interrupt outside the ring lock, blk-mq's tags, exactly once at 64 jobs with
 import numpy as np
 import pytest
 
-from xbq.engines.des.placement import job_placement
 from xbq.engines.native import runner
 from xbq.engines.native.locks import LOCK_KINDS
 from xbq.engines.native.runner import NativeConfig, _Point, run_point
 from xbq.errors import XbqError
+from xbq.workload.placement import job_placement
 
 pytestmark = pytest.mark.threads
 SHORT = {"duration_s": 0.3, "warmup_s": 0.05, "stall_s": 5.0}

@@ -20,7 +20,7 @@ time went, all measured over the window after the warm-up:
   outstanding on one ring) next to ``ring_size``; ``warmup_s`` (when the window began),
   ``events``, ``wall_s``;
 * with jobs placed at random (``job_placement=1``) every measured rate and fraction is the
-  weighted mean over the point's placements (:mod:`xbq.engines.des.placement`; counts of
+  weighted mean over the point's placements (:mod:`xbq.workload.placement`; counts of
   requests and events, and ``wall_s``, are summed over them), ``iops_se`` the standard error of
   its IOPS (0 for pinned jobs) and ``placement_left_out`` the probability of the placements
   the stratified plan gave no draw (a bias ``iops_se`` does not include).
@@ -51,12 +51,12 @@ from xbq.engines.des import loop as des_loop
 from xbq.engines.des import state as S
 from xbq.engines.des.loop import run
 from xbq.engines.des.params import DesParams
-from xbq.engines.des.placement import job_placement, left_out, placement_plan, stratified_se
 from xbq.engines.des.point import DesPoint
 from xbq.engines.schema import to_frame
 from xbq.errors import XbqError
 from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, max_block_sectors, new_workload
 from xbq.workload.hist import hist_quantiles
+from xbq.workload.placement import job_placement, left_out, placement_plan, stratified_se
 from xbq.workload.rng import new_streams
 
 #: Device size seen by the workload (512-byte sectors): 4 GiB, fio's ``size=4g``.

@@ -224,10 +224,12 @@ def vcpu_kick(nt, u, me):
 
     Callers made the work visible with an atomic read-modify-write (a full barrier) before
     this looks at ``halted``; the halting vCPU sets ``halted`` before its last look for work.
+    The kicker claims the halt (``halted`` 1 -> 0), so of several kickers of one halt only
+    one wakes the thread (one futex call), as Xen's ``vcpu_unblock`` acts once per block.
     """
     vst = nt.vst
     b = u * VST_WORDS
-    if atomic_load(vst, b + VST_HALTED) == 0:
+    if atomic_load(vst, b + VST_HALTED) == 0 or atomic_cas(vst, b + VST_HALTED, 1, 0) != 1:
         return 0
     atomic_fetch_add(vst, b + VST_WAKE, 1)
     futex_wake(vst, b + VST_WAKE, 1)

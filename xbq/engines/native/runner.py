@@ -35,7 +35,6 @@ from xbq.blkif.blkfront import (
 )
 from xbq.blkif.pair import connect_pair
 from xbq.checks import check_seconds
-from xbq.engines.des.placement import job_placement
 from xbq.engines.native import loops as K
 from xbq.engines.native.locks import (
     LK_ACQUIRED,
@@ -60,6 +59,7 @@ from xbq.engines.native.point import (
 from xbq.errors import XbqError
 from xbq.workload.fio import IOMETER_BSSPLIT, IOMETER_RWMIXREAD, max_block_sectors, new_workload
 from xbq.workload.hist import hist_mean, hist_quantiles, new_hist
+from xbq.workload.placement import job_placement
 from xbq.workload.rng import new_streams
 from xbq.xen.abi import BLKFRONT_MAX_INDIRECT_SEGMENTS
 from xbq.xen.ring import sring_header

@@ -2,8 +2,9 @@
 
 fio's IOmeter job sets no ``cpus_allowed``, so the guest scheduler decides which vCPU each
 job's thread runs on, and blk-mq sends every request to the hardware queue of the vCPU that
-submits it. With ``job_placement=1`` the twin takes each job's vCPU as uniform and
-independent, and a point's figures as the expectation over placements.
+submits it. With ``job_placement=1`` the twin (and the native engine, with ``--placement
+unpinned``) takes each job's vCPU as uniform and independent, and a point's figures as the
+expectation over placements.
 
 That expectation is estimated by stratified sampling. What a placement does to throughput
 depends first on how many vCPUs hold jobs (in ``mq`` the rings that carry load, in ``sq``

@@ -25,20 +25,24 @@ TRUE = {
     "mcs": {"think": 16.0, "serial": 2.0, "handoff": 0.0, "cap": 16.0},
     "xenblk": {"t_cpu": 7.6, "t_ring": 8.4, "t_shared": 1.7, "t_handoff": 0.3, "t_wake": 2.3,
                "pcpus": 13.3, "vcpus": 16.0},
+    "host": {"t_cpu": 1.2, "t_sched": 2.3, "t_irq": 0.5, "t_wake": 1.2, "host_cpus": 2.0,
+             "vcpus": 16.0},
 }
+#: Models fitted jointly over the two ring series.
+JOINT = ("xenblk", "host")
 MODELS = list(TRUE)
 RINGS = {"single_ring": {"queues": 1.0}, "multi_ring": {"queues": 16.0}}
 
 
 def synthetic(model, noise, seed, x=X):
-    """A table drawn from ``model`` at TRUE (two ring series for xenblk)."""
+    """A table drawn from ``model`` at TRUE (two ring series for the joint models)."""
     return synthetic_table(model, TRUE[model], x, noise=noise, seed=seed,
-                           series=RINGS if model == "xenblk" else None)
+                           series=RINGS if model in JOINT else None)
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_noise_free_data_recovers_the_truth(model):
-    res = fit(synthetic(model, 0.0, 1), model, joint=model == "xenblk", loo=False,
+    res = fit(synthetic(model, 0.0, 1), model, joint=model in JOINT, loo=False,
               forward=False)
     for e in res.series.values():
         for p in e["free"]:
@@ -48,7 +52,7 @@ def test_noise_free_data_recovers_the_truth(model):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_noisy_data_truth_inside_bootstrap_intervals(model):
-    res = fit(synthetic(model, 0.02, 1), model, joint=model == "xenblk", bootstrap=200,
+    res = fit(synthetic(model, 0.02, 1), model, joint=model in JOINT, bootstrap=200,
               seed=1, level=0.99, loo=False, forward=False)
     for e in res.series.values():
         for p in e["free"]:

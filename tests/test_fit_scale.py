@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_fit_core import MODELS, TRUE, synthetic
+from test_fit_core import JOINT, MODELS, TRUE, synthetic
 
 from xbq.cli import main
 from xbq.fit import fit
@@ -26,7 +26,7 @@ def scaled_truth(model, factor):
 @pytest.mark.parametrize("model", MODELS)
 def test_seed_table_in_other_units_gives_the_same_fit(model):
     seed = load_seed()
-    joint = model == "xenblk"
+    joint = model in JOINT
     ref = fit(seed, model, joint=joint, loo=False, forward=False)
     x = np.arange(1.0, 65.0)
     spec = get_model(model)
@@ -61,7 +61,7 @@ def test_the_data_scale_is_a_power_of_ten_near_the_iops_defaults():
 def test_synthetic_data_in_other_units_recovered_within_intervals(model, factor, axis):
     table = synthetic(model, 0.02, 1)
     table = table.assign(iops=table["iops"] * factor).rename(columns={"jobs": axis})
-    res = fit(table, model, x="jobs", joint=model == "xenblk", bootstrap=200, seed=1,
+    res = fit(table, model, x="jobs", joint=model in JOINT, bootstrap=200, seed=1,
               level=0.99, loo=False, forward=False)
     assert res.x == axis
     truth = scaled_truth(model, factor)

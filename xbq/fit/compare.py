@@ -22,7 +22,8 @@ def compare(df: pd.DataFrame, models=None, *, x: str = "jobs", bootstrap: int = 
     df : pandas.DataFrame
         Tidy IOPS table.
     models : iterable of str, optional
-        Registry names (default: all).
+        Registry names (default: all that apply: ``host``, a model of the machine the native
+        engine measured on, only when the table has its ``host_cpus`` column).
     bootstrap : int
         Parametric-bootstrap resamples per fit (for the parameter and peak intervals).
     joint : iterable of str
@@ -44,7 +45,9 @@ def compare(df: pd.DataFrame, models=None, *, x: str = "jobs", bootstrap: int = 
         ``fwd_undetermined`` (parameters the training points leave free). With
         ``return_fits`` also the dict of :class:`~xbq.fit.FitResult`.
     """
-    models = list(MODELS) if models is None else list(models)
+    if models is None:
+        models = [m for m in MODELS if m != "host" or "host_cpus" in df]
+    models = list(models)
     if on_error not in ("raise", "note"):
         raise XbqError(f"on_error must be 'raise' or 'note', not {on_error!r}")
     fix = fix or {}

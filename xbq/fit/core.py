@@ -225,7 +225,7 @@ def fit(df: pd.DataFrame, model: str | ModelSpec, *, x: str = "jobs", joint: boo
     seed : int
         Seed for starts and resampling.
     n_starts : int
-        Multi-start count for the point estimate.
+        Multi-start count for the point estimate (at least the model's own ``n_starts``).
     loo, forward : bool
         Compute leave-one-out RMSE and the forward test (fit x <= 16, predict larger x).
     level : float
@@ -242,6 +242,7 @@ def fit(df: pd.DataFrame, model: str | ModelSpec, *, x: str = "jobs", joint: boo
     problems = build_problems(spec, df, x=x, joint=joint, fix=fix, free=free,
                               weighting=weighting)
     rng = np.random.default_rng(seed)
+    n_starts = max(n_starts, spec.n_starts)
     groups = []
     for prob in problems:
         groups.append(_fit_group(prob, rng, n_starts=n_starts, bootstrap=bootstrap,

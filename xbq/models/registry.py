@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xbq.errors import XbqError
+from xbq.models.host import host_batch
 from xbq.models.locks import ticket_batch
 from xbq.models.mva import mva_fit_batch
 from xbq.models.repairman import repairman_batch
@@ -69,6 +70,9 @@ class ModelSpec:
     evaluate: Callable[[np.ndarray, np.ndarray], np.ndarray]
     description: str
     integer_x: bool = False
+    #: Least number of starts of the multi-start fit: more for a model whose bounds (a
+    #: ``min`` of regimes) leave several local optima.
+    n_starts: int = 8
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -227,6 +231,31 @@ _register(ModelSpec("xenblk", (
     ParamSpec("t_dev", 1.0, 0.0, 1e6, "µs", "device time per request (null_blk)", fixed=True),
 ), _xenblk, "mechanistic xen-blk model (ticket ring locks, vCPU/pCPU sharing, rings)",
     integer_x=True))
+
+
+_register(ModelSpec("host", (
+    ParamSpec("t_cpu", 1.0, 0.01, 1e4, "µs", "host CPU time per I/O, guest and dom0"),
+    ParamSpec("t_sched", 1.0, 0.0, 1e4, "µs",
+              "host scheduling work per I/O at one busy thread per host CPU, amortised as "
+              "H/A when A busy vCPU threads share H host CPUs"),
+    ParamSpec("t_irq", 0.5, 0.01, 1e4, "µs",
+              "work per I/O on a ring's interrupt vCPU (its share of a host CPU bounds the "
+              "ring)"),
+    ParamSpec("t_wake", 0.5, 0.0, 1e4, "µs",
+              "work on the interrupt vCPU per wake-up of a task: a job on another vCPU, or "
+              "one asleep for a tag"),
+    ParamSpec("host_cpus", 2.0, 1.0, 4096.0, "CPUs", "host CPUs H", fixed=True,
+              column="host_cpus"),
+    _VCPUS,
+    ParamSpec("queues", 1.0, 1.0, 4096.0, "rings", "rings R", fixed=True, column="queues"),
+    ParamSpec("dom0_vcpus", 16.0, 1.0, 4096.0, "CPUs", "dom0 vCPUs D", fixed=True),
+    ParamSpec("ring_size", 32.0, 1.0, 1e6, "tags", "blk-mq tags (requests) per ring T",
+              fixed=True, column="nr_ents"),
+    ParamSpec("iodepth", 32.0, 1.0, 1e6, "I/Os", "I/Os each job keeps in flight",
+              fixed=True, column="iodepth"),
+), host_batch, "a guest of V vCPUs and dom0 on H host CPUs: processor sharing when busy "
+    "threads exceed H, each ring bounded by its interrupt vCPU's share", integer_x=True,
+    n_starts=128))
 
 
 def get_model(name: str) -> ModelSpec:

@@ -280,18 +280,23 @@ def monotonic_ns(typingctx):
     sig = types.int64()
 
     def codegen(context, builder, signature, args):
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        timespec = ir.LiteralStructType([i64, i64])
-        fty = ir.FunctionType(i32, [i32, timespec.as_pointer()])
-        fn = cgutils.get_or_insert_function(builder.module, fty, "clock_gettime")
-        ts = cgutils.alloca_once(builder, timespec)
-        builder.call(fn, [ir.Constant(i32, CLOCK_MONOTONIC), ts])
-        zero = ir.Constant(i32, 0)
-        sec = builder.load(builder.gep(ts, [zero, zero]))
-        nsec = builder.load(builder.gep(ts, [zero, ir.Constant(i32, 1)]))
-        return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+        return _clock_ns(builder)
 
     return sig, codegen
+
+
+def _clock_ns(builder):
+    """``clock_gettime(CLOCK_MONOTONIC)`` in nanoseconds, as LLVM IR (an i64)."""
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    timespec = ir.LiteralStructType([i64, i64])
+    fty = ir.FunctionType(i32, [i32, timespec.as_pointer()])
+    fn = cgutils.get_or_insert_function(builder.module, fty, "clock_gettime")
+    ts = cgutils.alloca_once(builder, timespec)
+    builder.call(fn, [ir.Constant(i32, CLOCK_MONOTONIC), ts])
+    zero = ir.Constant(i32, 0)
+    sec = builder.load(builder.gep(ts, [zero, zero]))
+    nsec = builder.load(builder.gep(ts, [zero, ir.Constant(i32, 1)]))
+    return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
 
 
 # --- futex: block a thread on a word until another wakes it ----------------------------------
@@ -361,5 +366,22 @@ def futex_wake(typingctx, arr, idx, n):
         cnt = builder.trunc(context.cast(builder, args[2], signature.args[2], types.int64), i32)
         null = ir.Constant(ir.LiteralStructType([ir.IntType(64)] * 2).as_pointer(), None)
         return _futex_call(builder, addr, FUTEX_WAKE_PRIVATE, cnt, null)
+
+    return sig, codegen
+
+
+@intrinsic
+def cpu_cycles(typingctx):
+    """A cheap monotonic counter for accounting time: the TSC on x86 (``rdtsc``, a few ns
+    where ``clock_gettime`` costs 20), nanoseconds of ``CLOCK_MONOTONIC`` elsewhere. Convert
+    with the ratio of :func:`monotonic_ns` to it over a window (see the native engine)."""
+    sig = types.int64()
+
+    def codegen(context, builder, signature, args):
+        if _MACHINE in ("x86_64", "amd64"):
+            fty = ir.FunctionType(ir.IntType(64), [])
+            fn = cgutils.get_or_insert_function(builder.module, fty, "llvm.readcyclecounter")
+            return builder.call(fn, [])
+        return _clock_ns(builder)
 
     return sig, codegen

@@ -54,8 +54,8 @@ piece``. ``tags[tag].issued`` is counted before the request can become visible,
 and stops the run. With the ramdisk every write carries the pattern :func:`pattern_word` of
 its (job, sector), and every read is checked against it (a sector may read as zeros only if
 no write to it had completed before the read was submitted). Each vCPU thread accounts its
-time (ns): running jobs' submit paths, in interrupts, spinning for a ring lock, holding one,
-halted.
+time (in :func:`~xbq.xen.atomic.cpu_cycles`, the TSC on x86, converted to ns by the runner):
+running jobs' submit paths, in interrupts, spinning for a ring lock, holding one, halted.
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ from xbq.xen.atomic import (
     atomic_store,
     atomic_xchg,
     cmpxchg_i64_at,
+    cpu_cycles,
     cpu_relax,
     futex_wait,
     futex_wake,
@@ -218,7 +219,7 @@ def _abort(ctl, reason, who, arg, arg2):
 # --- halting and kicking a vCPU ---------------------------------------------------------------
 
 
-@kernel
+@kernel(forceinline=True)
 def vcpu_kick(nt, u, me):
     """Xen's ``vcpu_kick`` of thread ``u`` if it is halted; counted on thread ``me``.
 
@@ -250,9 +251,9 @@ def _halt_begin(nt, t):
 def _halt_sleep(nt, t, wake, c):
     """Sleep until kicked (or ``halt_ns``), then unmark; time and count the halt."""
     b = t * VST_WORDS
-    t0 = monotonic_ns()
+    t0 = cpu_cycles()
     futex_wait(nt.vst, b + VST_WAKE, wake, nt.par[0].halt_ns)
-    c[T_HALT] += monotonic_ns() - t0
+    c[T_HALT] += cpu_cycles() - t0
     c[CNT_HALTS] += 1
     _halt_end(nt, t)
 
@@ -266,28 +267,28 @@ def _halt_end(nt, t):
 # --- ring locks, with the time spent spinning and holding -------------------------------------
 
 
-@kernel
+@kernel(forceinline=True)
 def _ring_lock(nt, q, v, c):
     """Take ring ``q``'s lock as vCPU ``v`` (interrupts off); returns the time it was got, or
     -1 after an abort."""
     par = nt.par[0]
-    t0 = monotonic_ns()
+    t0 = cpu_cycles()
     if spin_lock(nt.locks, q, par.lock, nt.mcs, v, par.timeout_ns) != 0:
         return _abort(nt.ctl, AB_LOCK, v, q, 0)
-    t1 = monotonic_ns()
+    t1 = cpu_cycles()
     c[T_SPIN] += t1 - t0
     if par.check:
         atomic_store(nt.vst, v * VST_WORDS + VST_HELD, q + 1)
     return t1
 
 
-@kernel
+@kernel(forceinline=True)
 def _ring_unlock(nt, q, v, c, t1):
     """Release ring ``q``'s lock taken at ``t1``; 0, or -1 after an abort."""
     par = nt.par[0]
     if par.check:
         atomic_store(nt.vst, v * VST_WORDS + VST_HELD, 0)
-    c[T_HOLD] += monotonic_ns() - t1
+    c[T_HOLD] += cpu_cycles() - t1
     if spin_unlock(nt.locks, q, par.lock, nt.mcs, v, par.timeout_ns) != 0:
         return _abort(nt.ctl, AB_LOCK, v, q, 1)
     return 0
@@ -322,7 +323,7 @@ def _tagq_unlock(nt, q, v):
     return 0
 
 
-@kernel
+@kernel(forceinline=True)
 def blk_mq_tag_wakeup(nt, q, n, v):
     """``sbitmap_queue_wake_up`` after ``n`` of queue ``q``'s tags were freed: wake up to
     ``n`` jobs asleep in ``blk_mq_get_tag``, first come first served, kicking their vCPUs.
@@ -373,7 +374,7 @@ def blk_mq_tag_sleep(nt, j, r, v, pieces):
     return 1
 
 
-@kernel
+@kernel(forceinline=True)
 def _complete(nt, v, q, n, phase):
     """Complete the ``n`` driver requests ``blkif_interrupt`` returned on vCPU ``v``: count
     each exactly once, finish the I/Os whose last piece this was, wake their jobs.
@@ -428,7 +429,7 @@ def _complete(nt, v, q, n, phase):
     return n
 
 
-@kernel
+@kernel(forceinline=True)
 def handle_irq(v, q, fe, mq, nt, phase):
     """The interrupt of ring ``q`` on vCPU ``v``: blkfront's ``blkif_interrupt`` under the
     ring lock, the queue's restart (``kick_pending_request_queues``), then the completions.
@@ -437,7 +438,7 @@ def handle_irq(v, q, fe, mq, nt, phase):
     """
     ctl, par = nt.ctl, nt.par[0]
     c = nt.cnt[v]
-    t_in = monotonic_ns()
+    t_in = cpu_cycles()
     if par.check and _irq_entry_check(nt, v, q) != 0:
         return -1
     t1 = _ring_lock(nt, q, v, c)
@@ -458,14 +459,14 @@ def handle_irq(v, q, fe, mq, nt, phase):
     if restarted < 0:
         return _abort(ctl, AB_QUEUE, v, q, restarted)
     n = _complete(nt, v, q, n, phase)
-    c[T_IRQ] += monotonic_ns() - t_in
+    c[T_IRQ] += cpu_cycles() - t_in
     return n
 
 
 # --- the submit path -------------------------------------------------------------------------
 
 
-@kernel
+@kernel(forceinline=True)
 def submit_io(v, slot, r, fe, mq, nt):
     """``blkif_queue_rq`` for the driver requests of one I/O (split at ``max_sectors`` as the
     block layer splits a bio), each under the ring lock: onto the ring, or onto the stopped
@@ -525,7 +526,7 @@ def _draw_io(j, slot, job, mem, par, slots, wl):
     s.state = SLOT_TAG_WAIT
 
 
-@kernel
+@kernel(forceinline=True)
 def _get_tags(nt, r, pieces):
     """blk-mq's ``blk_mq_get_tag`` for ``pieces`` requests on queue ``r``, without sleeping:
     True when they were got."""
@@ -563,7 +564,7 @@ def _reap(j, slot, seq, mem, ctl, par, slots, wseq):
 # --- a job: its submit path, run to completion on its vCPU ------------------------------------
 
 
-@kernel
+@kernel(forceinline=True)
 def run_job(v, j, fe, mq, nt, wl, draining):
     """Run job ``j`` on vCPU ``v`` until it sleeps: reap its completed I/Os, submit new ones
     while it has fewer than ``iodepth`` in flight (then it sleeps in ``io_getevents``) and
@@ -649,6 +650,12 @@ def _guest_has_work(v, fe, nt, phase):
 
 
 @kernel
+def clock_pair():
+    """``(monotonic ns, cpu_cycles)`` read together: two of them give the cycles' rate."""
+    return monotonic_ns(), cpu_cycles()
+
+
+@kernel
 def _all_done(nt):
     for k in range(nt.par[0].jobs):
         if load_i64_at(nt.jobs, k, JOB_OFF_DONE) == 0:
@@ -691,7 +698,7 @@ def vcpu_loop(v, fe, mq, nt, wl):
             if load_i64_at(nt.jobs, j, JOB_OFF_DONE) != 0 or \
                     load_i64_at(nt.jobs, j, JOB_OFF_TWAIT) != 0:
                 continue  # done, or asleep in blk_mq_get_tag
-            t0 = monotonic_ns()
+            t0 = cpu_cycles()
             w = run_job(v, j, fe, mq, nt, wl, draining)
             if w == -1:
                 return -1
@@ -699,7 +706,7 @@ def vcpu_loop(v, fe, mq, nt, wl):
                 store_i64_at(nt.jobs, j, JOB_OFF_DONE, 1)
                 continue
             if w > 0:
-                c[T_SUBMIT] += monotonic_ns() - t0
+                c[T_SUBMIT] += cpu_cycles() - t0
                 if last != j:
                     if last >= 0:
                         c[CNT_SWITCHES] += 1  # the guest scheduler switched tasks
@@ -762,7 +769,7 @@ def dom0_loop(d, be, nt):
                 continue  # the artificial stall: the ring is never serviced again
             if not evtchn_test_and_clear_pending(ev, rings[r].evtchn):
                 continue
-            t0 = monotonic_ns()
+            t0 = cpu_cycles()
             before = rings[r].stats[BS_REQUESTS]
             ret = do_block_io_op(be.blkif, rings, be.pending, be.pgnt, be.maptrack, be.gnt,
                                  be.active, be.mem, ev, be.vbd, be.disk, r)
@@ -771,7 +778,7 @@ def dom0_loop(d, be, nt):
             if ret > 0:
                 evtchn_set_pending(ev, rings[r].evtchn)  # waiting_reqs = 1: more to do
             vcpu_kick(nt, nt.irq_vcpu[r], t)  # evtchn_send kicks a halted guest vCPU
-            c[T_BACKEND] += monotonic_ns() - t0
+            c[T_BACKEND] += cpu_cycles() - t0
             c[CNT_PROGRESS] += rings[r].stats[BS_REQUESTS] - before
             work += 1
         if work > 0:

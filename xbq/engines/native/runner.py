@@ -289,7 +289,7 @@ class _Point:
                 "cnt": self.cnt.copy(), "fs": self.fe.rinfo["stats"].copy(),
                 "bs": self.be.rings["stats"].copy(), "locks": self.run.locks.copy(),
                 "parked": int(self.hctx["parked"].sum()),
-                "ctx": ru.ru_nivcsw}
+                "ctx": ru.ru_nivcsw, "clock": K.clock_pair()}
 
 
 # --- threads and the watchdog -------------------------------------------------------------------
@@ -565,7 +565,8 @@ def _row(pt: _Point, s0: dict, s1: dict, elapsed: float, acct) -> dict:
         "requests_per_be_batch": bs[BS_REQUESTS] / max(bs[BS_BATCHES], 1),
         "cpu_s": cpu, "cpu_util": cpu / dt, "cpu_us_per_io": cpu / max(ios, 1) * 1e6,
         "lock_blocks": int(lk[:, LK_BLOCKS].sum()), "lock_kicks": int(lk[:, LK_KICKS].sum()),
-        **_vcpu_columns(pt, guest, dom0, dt, max(int(fs[FS_REQUESTS]), 1), max(ios, 1)),
+        **_vcpu_columns(pt, guest, dom0, dt, max(int(fs[FS_REQUESTS]), 1), max(ios, 1),
+                        _ns_per_cycle(s0["clock"], s1["clock"])),
         "threads": pt.V + pt.Dt, "host_cpus": len(pt.host_cpus),
         "oversubscribed": pt.V + pt.Dt > len(pt.host_cpus), "pinned": pt.pinned,
         "host_ctx_switches": s1["ctx"] - s0["ctx"], "usable_cpus": len(pt.host_cpus),
@@ -573,10 +574,20 @@ def _row(pt: _Point, s0: dict, s1: dict, elapsed: float, acct) -> dict:
     }
 
 
-def _vcpu_columns(pt: _Point, guest, dom0, dt: float, requests: int, ios: int) -> dict:
+def _ns_per_cycle(c0, c1) -> float:
+    """Nanoseconds per :func:`~xbq.xen.atomic.cpu_cycles` tick over the window."""
+    return (c1[0] - c0[0]) / max(c1[1] - c0[1], 1)
+
+
+def _vcpu_columns(pt: _Point, guest, dom0, dt: float, requests: int, ios: int,
+                  ns_per_cycle: float) -> dict:
     """Where the vCPUs' time went, named as the twin names it (fractions of the window), and
     the scheduling events per driver request or I/O."""
     wg, wd = pt.V * dt * 1e9, pt.cfg.dom0_vcpus * dt * 1e9
+    guest, dom0 = guest.astype(float), dom0.astype(float)
+    for t in (K.T_SUBMIT, K.T_IRQ, K.T_SPIN, K.T_HOLD, K.T_HALT, K.T_BACKEND):
+        guest[t] *= ns_per_cycle  # the time accounts are in cpu_cycles
+        dom0[t] *= ns_per_cycle
     return {
         "util_vcpu_busy": (guest[K.T_SUBMIT] + guest[K.T_IRQ]) / wg,
         "util_vcpu_spin": guest[K.T_SPIN] / wg, "util_vcpu_hold": guest[K.T_HOLD] / wg,

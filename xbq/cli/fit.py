@@ -14,10 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fit",
         help="fit Amdahl/USL/MVA/repairman/lock/xen-blk models to an IOPS table",
-        description="Fit a model to a tidy IOPS CSV (columns: series (optional), the "
-        "concurrency column, iops; known constants vcpus and queues as columns) by bounded "
-        "least squares on relative errors, with Jacobian errors, bootstrap intervals, "
-        "leave-one-out and forward (fit x <= 16, predict beyond) tests.",
+        description="Fit a model to a tidy IOPS CSV (columns: series (optional; else "
+        "mode), the concurrency column, iops; known constants vcpus and queues as columns) "
+        "by bounded least squares on relative errors, with Jacobian errors, bootstrap "
+        "intervals, leave-one-out and forward (fit x <= 16, predict beyond) tests. "
+        "xbq measure and xbq simulate output reads as written: repetitions are fitted as "
+        "their means (weighted by their standard errors from 5 repetitions a point).",
     )
     p.add_argument("file", help="tidy IOPS table (.csv or .parquet)")
     p.add_argument("--model", required=True, metavar="NAME",
@@ -29,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "iops, else throughput, ops_per_s, ops or speedup); parameters come out "
                    "in the data's units")
     p.add_argument("--series", default="series",
-                   help="series column (default: series; absent = one series 'all')")
+                   help="series column (default: series, else mode as xbq measure and xbq "
+                   "simulate write it; neither = one series 'all')")
     p.add_argument("--joint", action="store_true",
                    help="fit all series together, sharing the machine's parameters")
     p.add_argument("--fix", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
@@ -37,7 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--free", action="extend", nargs="+", default=[], metavar="NAME",
                    help="fit a parameter that is fixed by default (e.g. ring_size)")
     p.add_argument("--weighting", choices=("relative", "absolute"), default="relative",
-                   help="residuals relative to the observed IOPS (default) or absolute")
+                   help="residuals relative to the observed IOPS (default) or absolute; "
+                   "repeated points (several rows per series and x) are fitted as means "
+                   "weighted by their standard errors when each has 5+ repetitions with "
+                   "some spread, else with this weighting")
     p.add_argument("--bootstrap", type=nonnegative_int, default=1000, metavar="N",
                    help="bootstrap resamples for intervals (default 1000; 0 = none)")
     p.add_argument("--resample", choices=("parametric", "residual"), default="parametric",

@@ -21,6 +21,10 @@ class Problem:
     power of ten that maps the data's throughput onto the registry's IOPS-sized defaults:
     bounds and defaults of throughput parameters are multiplied by it and those of time
     parameters divided by it, so a fit works alike on IOPS, ops/s or speed-ups.
+
+    When the table repeats points, ``y`` holds the means, ``reps`` the repetitions behind
+    each, ``sigma`` the standard errors of the means and ``points`` the report's line on
+    them; ``weighting`` is then ``"se"`` when the residuals are divided by ``sigma``.
     """
 
     spec: ModelSpec
@@ -33,6 +37,9 @@ class Problem:
     upper: np.ndarray
     weighting: str = "relative"
     data_scale: float = 1.0
+    sigma: dict[str, np.ndarray] | None = None
+    reps: dict[str, np.ndarray] | None = None
+    points: str | None = None
 
     @property
     def n(self) -> int:
@@ -80,9 +87,12 @@ class Problem:
         return np.concatenate([pred[s] for s in self.series], axis=1)
 
     def scale(self, y: np.ndarray) -> np.ndarray:
-        """Per-point divisor of the residuals: y (relative) or the mean level (absolute)."""
+        """Per-point divisor of the residuals: y (relative), the mean level (absolute) or the
+        standard error of each mean (se)."""
         if self.weighting == "relative":
             return y
+        if self.weighting == "se":
+            return np.concatenate([self.sigma[s] for s in self.series])
         return np.full_like(y, float(np.mean(self.y_all)))
 
     def residuals(self, theta: np.ndarray, y: np.ndarray | None = None,

@@ -13,6 +13,7 @@ import pandas as pd
 
 from xbq.errors import XbqError
 from xbq.fit._engine import Problem, lm_batch, solve, starts
+from xbq.fit.repeats import check_repetitions, has_repetitions, point_means, se_weighting
 from xbq.fit.result import FitResult
 from xbq.models.registry import ModelSpec, get_model
 
@@ -22,6 +23,8 @@ LEVEL = 0.95
 
 #: Throughput level the registry's defaults and bounds are built for (IOPS of a PV disk).
 Y_REF = 1e5
+#: Geometric means of throughput taken as IOPS: a real disk's 10^3 to an engine's 10^8.
+IOPS_RANGE = (1e3, 1e8)
 #: Concurrency columns tried, in order, when the table lacks the one asked for.
 X_ALIASES = ("jobs", "cores", "threads", "cpus", "vcpus")
 #: Concurrency columns that count CPUs: without a ``vcpus`` column, every one of them spins.
@@ -76,6 +79,10 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
     throughput and time parameters are moved by :func:`data_scale` of its points, so
     ``--fix`` values, the reported parameters and the predictions are all in the data's
     units (times in µs when the data are IOPS; in µs divided by the scale otherwise).
+
+    Rows of a series at the same ``x`` are repetitions of one point (see
+    :mod:`xbq.fit.repeats`): the problem fits their means, weighted by ``1/SE²`` when every
+    point has five or more repetitions with some spread, else with ``weighting``.
     """
     fix = dict(fix or {})
     for name in list(fix) + list(free):
@@ -86,9 +93,10 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
     if x not in df.columns or "iops" not in df.columns:
         raise XbqError(f"the table needs columns {x!r} and 'iops'")
     series = sorted(df["series"].astype(str).unique()) if "series" in df else ["all"]
-    xs, ys, consts = {}, {}, {}
+    xs, ys, consts, parts = {}, {}, {}, {}
     for s in series:
         part = df[df["series"].astype(str) == s] if "series" in df else df
+        parts[s] = part
         xv = part[x].to_numpy(float)
         yv = part["iops"].to_numpy(float)
         if np.any(~np.isfinite(yv)) or np.any(yv <= 0):
@@ -110,6 +118,10 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
                 if len(vals) == 1:
                     known[p.name] = float(vals[0])
         xs[s], ys[s], consts[s] = xv, yv, known
+    sigma = reps = points = None
+    if has_repetitions(xs):
+        xs, ys, sigma, reps, use_se, points = _average_repetitions(parts, xs, ys, x, weighting)
+        weighting = "se" if use_se else weighting
     is_free = [(not p.fixed or p.name in free) and p.name not in fix for p in spec.params]
     groups = [series] if joint else [[s] for s in series]
     problems = []
@@ -140,7 +152,10 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
                 layout.append((p.name, None))
         idx = [spec.names.index(n) for n, _ in layout]
         prob = Problem(spec, list(group), {s: xs[s] for s in group}, {s: ys[s] for s in group},
-                       base, layout, lo_all[idx], hi_all[idx], weighting, scale)
+                       base, layout, lo_all[idx], hi_all[idx], weighting, scale,
+                       sigma=None if sigma is None else {s: sigma[s] for s in group},
+                       reps=None if reps is None else {s: reps[s] for s in group},
+                       points=points)
         distinct = sum(np.unique(xs[s]).size for s in group)
         if distinct < prob.k:
             raise XbqError(f"{', '.join(group)}: {distinct} distinct {x} value(s) but {prob.k} "
@@ -157,6 +172,20 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
     return problems
 
 
+def _average_repetitions(parts: dict[str, pd.DataFrame], xs: dict, ys: dict, x: str,
+                         weighting: str) -> tuple[dict, dict, dict, dict, bool, str]:
+    """Means of repeated points: ``x``, ``y``, ``se`` and ``reps`` by series, whether the
+    standard errors can weight the fit (every point has five or more repetitions and some
+    spread) and the report's line on what was done."""
+    for s, part in parts.items():
+        check_repetitions(part, x, s)
+    means = {s: point_means(xs[s], ys[s]) for s in xs}
+    use_se, note = se_weighting(means, weighting)
+    return ({s: m.x for s, m in means.items()}, {s: m.y for s, m in means.items()},
+            {s: m.se for s, m in means.items()}, {s: m.n for s, m in means.items()},
+            use_se, note)
+
+
 def _scale_words(scale: float) -> str:
     if scale == 1.0:
         return ""
@@ -164,9 +193,25 @@ def _scale_words(scale: float) -> str:
             "the IOPS/µs defaults)")
 
 
-def scale_note(scale: float) -> str | None:
-    """The report's line on a data scale other than 1, or None."""
-    if scale == 1.0:
+def iops_sized(y: np.ndarray) -> bool:
+    """True when the geometric mean of ``y`` lies in :data:`IOPS_RANGE`: throughput that
+    reads as IOPS (or ops/s) of a disk, an engine or a simulation, times then in µs."""
+    gm = float(np.exp(np.mean(np.log(y))))
+    return IOPS_RANGE[0] <= gm <= IOPS_RANGE[1]
+
+
+def scale_note(scale: float, y: np.ndarray) -> str | None:
+    """The report's line on a data scale other than 1, or None.
+
+    Parameters
+    ----------
+    scale : float
+        The problem's :func:`data_scale`.
+    y : numpy.ndarray
+        Its throughput: IOPS-sized data (:func:`iops_sized`) get no line, whatever the scale
+        (the bounds move with it, but the parameters stay in IOPS and µs).
+    """
+    if scale == 1.0 or iops_sized(y):
         return None
     return (f"data scale {scale:g}: the throughput is not IOPS-sized, so throughput "
             f"parameters and their bounds are multiplied by {scale:g} and time parameters "
@@ -198,7 +243,8 @@ def fit(df: pd.DataFrame, model: str | ModelSpec, *, x: str = "jobs", joint: boo
     ----------
     df : pandas.DataFrame
         Tidy table: ``series`` (optional), the concurrency column ``x`` and ``iops``; known
-        constants (``vcpus``, ``queues``) as columns when available.
+        constants (``vcpus``, ``queues``) as columns when available. Several rows of a
+        series at one ``x`` are repetitions of that point.
     model : str or ModelSpec
         A registry name (``amdahl``, ``usl``, ``usl-capped``, ``mva``, ``repairman``,
         ``ticket``, ``mcs``, ``xenblk``) or a spec.
@@ -213,7 +259,11 @@ def fit(df: pd.DataFrame, model: str | ModelSpec, *, x: str = "jobs", joint: boo
     free : tuple of str
         Parameters fixed by default that should be fitted.
     weighting : {"relative", "absolute"}
-        Residuals divided by the observed IOPS (default) or by the mean level.
+        Residuals divided by the observed IOPS (default) or by the mean level. Repeated
+        points (several rows of a series at one ``x``) are fitted as their means, divided by
+        the standard error of each mean when every point has five or more repetitions with
+        some spread (the result's ``weighting`` is then ``"se"``), else with this weighting;
+        ``FitResult.points`` says which.
     bootstrap : int
         Bootstrap resamples (0: none).
     bootstrap_kind : {"parametric", "residual"}
@@ -247,8 +297,9 @@ def fit(df: pd.DataFrame, model: str | ModelSpec, *, x: str = "jobs", joint: boo
     for prob in problems:
         groups.append(_fit_group(prob, rng, n_starts=n_starts, bootstrap=bootstrap,
                                  kind=bootstrap_kind, loo=loo, forward=forward, level=level))
-    result = FitResult.from_groups(spec, x, joint, weighting, groups, bootstrap,
+    result = FitResult.from_groups(spec, x, joint, problems[0].weighting, groups, bootstrap,
                                    bootstrap_kind, seed, level)
+    result.points = problems[0].points
     result.warnings[:0] = notes
     return result
 
@@ -260,13 +311,13 @@ def _fit_group(prob: Problem, rng, *, n_starts, bootstrap, kind, loo, forward, l
     n, k = prob.n, prob.k
     rss_w = float(r @ r)
     dof = n - k
-    warnings = [w for w in [scale_note(prob.data_scale)] if w]
+    warnings = [w for w in [scale_note(prob.data_scale, prob.y_all)] if w]
     cov = None
     if dof > 0:
         J = res.jac
         s2 = rss_w / dof
         try:
-            cov = s2 * np.linalg.pinv(J.T @ J)
+            cov = s2 * normal_inverse(J)
         except np.linalg.LinAlgError:
             cov = None
         if cov is not None and np.linalg.matrix_rank(J) < k:
@@ -298,9 +349,22 @@ def _fit_group(prob: Problem, rng, *, n_starts, bootstrap, kind, loo, forward, l
     return group
 
 
+def normal_inverse(jac: np.ndarray) -> np.ndarray:
+    """``(J^T J)^+`` of a (weighted) Jacobian, inverted on unit-norm columns.
+
+    A throughput parameter of millions of IOPS beside a coefficient of 1e-3 makes ``J^T J``
+    span more than the 1e-15 that ``pinv`` keeps: unscaled, the throughput's direction is
+    cut off and its standard error comes out as 1e-10.
+    """
+    d = np.linalg.norm(jac, axis=0)
+    d = np.where(d > 0, d, 1.0)
+    js = jac / d
+    return np.linalg.pinv(js.T @ js) / np.outer(d, d)
+
+
 def leverages(jac: np.ndarray) -> np.ndarray:
     """Diagonal of the hat matrix ``J (J^T J)^+ J^T`` of a (weighted) Jacobian."""
-    return np.einsum("ij,ji->i", jac, np.linalg.pinv(jac.T @ jac) @ jac.T)
+    return np.einsum("ij,ji->i", jac, normal_inverse(jac) @ jac.T)
 
 
 def first_max(curves: np.ndarray, rtol: float = 1e-6) -> np.ndarray:

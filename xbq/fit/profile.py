@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy import stats
 
 from xbq.errors import XbqError
-from xbq.fit._engine import Problem, solve, starts
+from xbq.fit._engine import solve, starts
 from xbq.fit.core import build_problems
 
 
@@ -63,9 +65,8 @@ def profile(df, model, param: str, *, series: str | None = None, x: str = "jobs"
     left = np.clip(base / np.geomspace(1.0, span, n_grid + 1)[1:], lo_b, hi_b)
     right = np.clip(base * np.geomspace(1.0, span, n_grid + 1)[1:], lo_b, hi_b)
     keep = [i for i in range(k) if i != j]
-    sub = Problem(prob.spec, prob.series, prob.x, prob.y, prob.base,
-                  [prob.free[i] for i in keep], prob.lower[keep], prob.upper[keep],
-                  prob.weighting, prob.data_scale)
+    sub = replace(prob, free=[prob.free[i] for i in keep], lower=prob.lower[keep],
+                  upper=prob.upper[keep])
 
     def rss_at(v):
         for s in sub.series:

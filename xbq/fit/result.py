@@ -51,6 +51,21 @@ def _fmt(v, spec: str = ".4g") -> str:
     return format(v, spec)
 
 
+#: The report's words for each weighting.
+WEIGHTING_WORDS = {"relative": "relative errors", "absolute": "absolute errors",
+                   "se": "standard errors of the means"}
+
+
+def _data(prob, s: str) -> dict:
+    """The fitted points of series ``s``: x and y, with ``reps`` and ``se`` (None where one
+    repetition) when the table repeated points."""
+    out = {"x": prob.x[s].tolist(), "y": prob.y[s].tolist()}
+    if prob.reps is not None:
+        out["reps"] = prob.reps[s].astype(int).tolist()
+        out["se"] = [_f(v) for v in prob.sigma[s]]
+    return out
+
+
 def _r2(y, yhat):
     y, yhat = np.asarray(y, float), np.asarray(yhat, float)
     sst = float(np.sum((y - y.mean()) ** 2))
@@ -74,6 +89,10 @@ class FitResult:
     r2 : float
         R² over all points of all series (IOPS, unweighted).
     warnings : list of str
+    points : str or None
+        How repeated points were fitted (their means, weighted by their standard errors or
+        not); None when the table has one row per point. ``weighting`` is ``"se"`` when the
+        standard errors weighted the fit.
     """
 
     model: str
@@ -85,6 +104,7 @@ class FitResult:
     r2: float | None
     warnings: list = field(default_factory=list)
     bootstrap: dict = field(default_factory=dict)
+    points: str | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -189,8 +209,7 @@ class FitResult:
                 cov=None if cov is None else cov.tolist(), corr=corr,
                 lower=[_f(v) for v in prob.lower], upper=[_f(v) for v in prob.upper],
                 base={s: prob.base[s].tolist() for s in prob.series},
-                data={s: {"x": prob.x[s].tolist(), "y": prob.y[s].tolist()}
-                      for s in prob.series},
+                data={s: _data(prob, s) for s in prob.series},
                 rss_w=g["rss_w"], n=n, k=k, aic=_f(aic), aicc=_f(aicc_v), aicc_note=note,
                 success=g["success"], nfev=g["nfev"],
                 ci=None if ci is None else ci.tolist()))
@@ -245,9 +264,12 @@ class FitResult:
 
     def to_dict(self) -> dict:
         """The JSON object of ``xbq fit --json`` (also what :meth:`from_json` reads)."""
-        return dict(model=self.model, x=self.x, joint=self.joint, weighting=self.weighting,
-                    r2=self.r2, series=self.series, groups=self.groups,
-                    warnings=self.warnings, bootstrap=self.bootstrap)
+        out = dict(model=self.model, x=self.x, joint=self.joint, weighting=self.weighting,
+                   r2=self.r2, series=self.series, groups=self.groups,
+                   warnings=self.warnings, bootstrap=self.bootstrap)
+        if self.points is not None:
+            out["points"] = self.points
+        return out
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), **kwargs)
@@ -256,15 +278,18 @@ class FitResult:
     def from_json(cls, text: str) -> FitResult:
         d = json.loads(text)
         return cls(d["model"], d["x"], d["joint"], d["weighting"], d["groups"], d["series"],
-                   d["r2"], d.get("warnings", []), d.get("bootstrap", {}))
+                   d["r2"], d.get("warnings", []), d.get("bootstrap", {}), d.get("points"))
 
     # ------------------------------------------------------------------ report
     def report(self) -> str:
         """A readable report in the spirit of lmfit's ``fit_report``."""
         spec = get_model(self.model)
         L = [f"[[Model]] {self.model}: {spec.description}",
-             f"    x = {self.x}, weighting = {self.weighting} errors, "
+             f"    x = {self.x}, "
+             f"weighting = {WEIGHTING_WORDS.get(self.weighting, f'{self.weighting} errors')}, "
              f"{'joint fit' if self.joint else 'one fit per series'}"]
+        if self.points:
+            L.append(f"    points: {self.points}")
         if self.bootstrap:
             b = self.bootstrap
             L.append(f"    bootstrap: {b['n']} {b['kind']} resamples, seed {b['seed']}, "
@@ -272,7 +297,9 @@ class FitResult:
         L.append(f"    R² (all points) = {_fmt(self.r2, '.4f')}")
         for g in self.groups:
             L.append(f"[[Fit statistics]] {' + '.join(g['series'])}")
-            L.append(f"    points = {g['n']}, free parameters = {g['k']}, "
+            rows = sum(sum(d.get("reps", [])) for d in g["data"].values())
+            means = f" (means of {rows} rows)" if rows else ""
+            L.append(f"    points = {g['n']}{means}, free parameters = {g['k']}, "
                      f"weighted RSS = {_fmt(g['rss_w'])}")
             aicc_text = _fmt(g["aicc"], ".2f") if g["aicc"] is not None \
                 else f"n/a ({g['aicc_note']})"

@@ -3,7 +3,9 @@
 A tidy IOPS table has one row per measured point: a ``series`` (driver or configuration),
 the concurrency variable (``jobs`` by default; ``queues`` or ``cores`` also work), and
 ``iops`` (aggregate read+write I/O operations per second). Known constants of the machine,
-``queues`` and ``vcpus``, ride along as columns when the data has them.
+``queues`` and ``vcpus``, ride along as columns when the data has them. Output of ``xbq
+measure`` and ``xbq simulate`` reads as it is written: its ``mode`` is the series, and its
+repetitions (several rows at one series and ``jobs``) are fitted as means with their spread.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ MAX_X = 1e6
 MAX_IOPS = 1e15
 #: Columns that carry constants of the machine, checked like the data when present.
 CONSTANT_COLUMNS = ("queues", "vcpus")
+#: The series column of ``xbq measure`` and ``xbq simulate`` output, used when there is no
+#: ``series`` column.
+SERIES_FALLBACK = "mode"
 #: Throughput columns tried, in order, when the table has no ``iops`` column.
 Y_ALIASES = ("iops", "throughput", "ops_per_s", "ops", "speedup")
 
@@ -69,8 +74,9 @@ def load_iops_table(
         as ``iops``. The default ``iops``, when absent, falls back to ``throughput``,
         ``ops_per_s``, ``ops`` or ``speedup``.
     series : str or None
-        Name of the series column; when the file lacks it, every row joins one series
-        called ``all``. ``None`` means the same.
+        Name of the series column. The default ``series``, when absent, falls back to
+        ``mode`` (``sq``/``mq``: what ``xbq measure`` and ``xbq simulate`` write); without
+        either every row joins one series called ``all``. ``None`` means one series ``all``.
     required : tuple of str
         Further columns that must be present.
 
@@ -125,6 +131,8 @@ def load_iops_table(
             raise XbqError(f"{path}: column {col!r} has {values.max():g}, beyond the "
                            f"{top:g} the models can evaluate")
         df[col] = values
+    if series == "series" and series not in df.columns and SERIES_FALLBACK in df.columns:
+        series = SERIES_FALLBACK
     if series is None or series not in df.columns:
         df["series"] = "all"
     elif series != "series":

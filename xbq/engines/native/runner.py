@@ -566,7 +566,9 @@ def _row(pt: _Point, s0: dict, s1: dict, elapsed: float, acct) -> dict:
         "cpu_s": cpu, "cpu_util": cpu / dt, "cpu_us_per_io": cpu / max(ios, 1) * 1e6,
         "lock_blocks": int(lk[:, LK_BLOCKS].sum()), "lock_kicks": int(lk[:, LK_KICKS].sum()),
         **_vcpu_columns(pt, guest, dom0, dt, max(int(fs[FS_REQUESTS]), 1), max(ios, 1),
-                        _ns_per_cycle(s0["clock"], s1["clock"])),
+                        _ns_per_cycle(s0["clock"], s1["clock"]),
+                        float((s1["locks"] - s0["locks"]).reshape(-1, LOCK_WORDS)[:, LK_WAIT_NS]
+                              .sum())),
         "threads": pt.V + pt.Dt, "host_cpus": len(pt.host_cpus),
         "oversubscribed": pt.V + pt.Dt > len(pt.host_cpus), "pinned": pt.pinned,
         "host_ctx_switches": s1["ctx"] - s0["ctx"], "usable_cpus": len(pt.host_cpus),
@@ -580,17 +582,17 @@ def _ns_per_cycle(c0, c1) -> float:
 
 
 def _vcpu_columns(pt: _Point, guest, dom0, dt: float, requests: int, ios: int,
-                  ns_per_cycle: float) -> dict:
+                  ns_per_cycle: float, spin_ns: float) -> dict:
     """Where the vCPUs' time went, named as the twin names it (fractions of the window), and
     the scheduling events per driver request or I/O."""
     wg, wd = pt.V * dt * 1e9, pt.cfg.dom0_vcpus * dt * 1e9
     guest, dom0 = guest.astype(float), dom0.astype(float)
-    for t in (K.T_SUBMIT, K.T_IRQ, K.T_SPIN, K.T_HOLD, K.T_HALT, K.T_BACKEND):
+    for t in (K.T_SUBMIT, K.T_IRQ, K.T_HOLD, K.T_HALT, K.T_BACKEND):
         guest[t] *= ns_per_cycle  # the time accounts are in cpu_cycles
         dom0[t] *= ns_per_cycle
     return {
         "util_vcpu_busy": (guest[K.T_SUBMIT] + guest[K.T_IRQ]) / wg,
-        "util_vcpu_spin": guest[K.T_SPIN] / wg, "util_vcpu_hold": guest[K.T_HOLD] / wg,
+        "util_vcpu_spin": spin_ns / wg, "util_vcpu_hold": guest[K.T_HOLD] / wg,
         "util_vcpu_halted": guest[K.T_HALT] / wg,
         "util_dom0_busy": dom0[K.T_BACKEND] / wd, "util_dom0_spin": 0.0,
         "util_dom0_hold": 0.0, "util_dom0_halted": dom0[K.T_HALT] / wd,

@@ -31,13 +31,13 @@ test: $(STAMP)
 	NUMBA_BOUNDSCHECK=1 $(BIN)/python -m pytest -q
 
 ## The guest sweep of data/measured/README.md (both modes, ticket and pv locks, 16 and 2 vCPUs,
-## jobs 1-64, 3 repetitions): about 3.5 min on 2 cores. `make guest-sweep HOST=16core` on a
+## jobs 1-64, 5 repetitions): about 6 min on 2 cores. `make guest-sweep HOST=16core` on a
 ## 16-core machine writes data/measured/guest-16core-*.csv.
 HOST ?= 2core
 guest-sweep: $(STAMP)
 	set -e; for lock in ticket pv; do for v in 16 2; do \
 	  $(BIN)/xbq measure --mode sq,mq --jobs 1,4,8,16,32,64 --queues $$v --vcpus $$v \
-	    --iodepth 32 --lock $$lock --duration 1 --warmup 0.3 --reps 3 --seed 0 \
+	    --iodepth 32 --lock $$lock --duration 1 --warmup 0.3 --reps 5 --seed 0 \
 	    --out data/measured/guest-$(HOST)-$$lock-v$$v.csv; done; done
 
 ## Long statistical tests (bootstrap coverage, long simulations).

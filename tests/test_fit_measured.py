@@ -207,3 +207,15 @@ def test_speedups_still_get_the_data_scale_note():
     res = fit(pd.DataFrame({"cores": [1, 2, 4, 8, 16, 32], "speedup": y}).rename(
         columns={"speedup": "iops"}), "usl", loo=False, forward=False)
     assert any("data scale" in w for w in res.warnings)
+
+
+def test_an_explicit_weighting_is_used_on_the_means(measured, cli):
+    """Five repetitions a point would weight by standard errors; asking for relative errors
+    fits the same means with relative errors instead, and says so."""
+    res = cli("fit", measured, "--model", "usl", "--bootstrap", "0", "--weighting", "relative",
+              "--json")
+    assert res.rc == 0, res.err
+    d = json.loads(res.out)
+    assert d["weighting"] == "relative"
+    assert d["points"] == ("5 repetitions per point: fitted the means with relative errors, as "
+                           "asked (standard errors reported)")

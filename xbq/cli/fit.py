@@ -39,11 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fix a parameter for every series, e.g. --fix cap=16")
     p.add_argument("--free", action="extend", nargs="+", default=[], metavar="NAME",
                    help="fit a parameter that is fixed by default (e.g. ring_size)")
-    p.add_argument("--weighting", choices=("relative", "absolute"), default="relative",
-                   help="residuals relative to the observed IOPS (default) or absolute; "
-                   "repeated points (several rows per series and x) are fitted as means "
-                   "weighted by their standard errors when each has 5+ repetitions with "
-                   "some spread, else with this weighting")
+    p.add_argument("--weighting", choices=("auto", "relative", "absolute"), default="auto",
+                   help="residuals relative to the observed IOPS or absolute; auto (default): "
+                   "relative, except that repeated points (several rows per series and x), "
+                   "fitted as their means, are weighted by their standard errors when each "
+                   "has 5+ repetitions with some spread")
     p.add_argument("--bootstrap", type=nonnegative_int, default=1000, metavar="N",
                    help="bootstrap resamples for intervals (default 1000; 0 = none)")
     p.add_argument("--resample", choices=("parametric", "residual"), default="parametric",

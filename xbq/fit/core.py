@@ -72,7 +72,7 @@ def resolve_x(spec: ModelSpec, df: pd.DataFrame, x: str) -> tuple[str, pd.DataFr
 
 def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint: bool = False,
                    fix: dict[str, float] | None = None, free: tuple[str, ...] = (),
-                   weighting: str = "relative") -> list[Problem]:
+                   weighting: str = "auto") -> list[Problem]:
     """Split a tidy table into fitting problems: one per series, or one joint problem.
 
     Each problem works in the data's own throughput unit: the defaults and bounds of
@@ -81,14 +81,16 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
     units (times in µs when the data are IOPS; in µs divided by the scale otherwise).
 
     Rows of a series at the same ``x`` are repetitions of one point (see
-    :mod:`xbq.fit.repeats`): the problem fits their means, weighted by ``1/SE²`` when every
-    point has five or more repetitions with some spread, else with ``weighting``.
+    :mod:`xbq.fit.repeats`): the problem fits their means, with ``weighting="auto"``
+    weighted by ``1/SE²`` when every point has five or more repetitions with some spread and
+    by relative errors otherwise; ``relative`` or ``absolute`` errors when asked for.
     """
     fix = dict(fix or {})
     for name in list(fix) + list(free):
         spec.param(name)
-    if weighting not in ("relative", "absolute"):
-        raise XbqError(f"weighting must be 'relative' or 'absolute' (got {weighting!r})")
+    if weighting not in ("auto", "relative", "absolute"):
+        raise XbqError("weighting must be 'auto', 'relative' or 'absolute' "
+                       f"(got {weighting!r})")
     x, df, _ = resolve_x(spec, df, x)
     if x not in df.columns or "iops" not in df.columns:
         raise XbqError(f"the table needs columns {x!r} and 'iops'")
@@ -122,6 +124,8 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
     if has_repetitions(xs):
         xs, ys, sigma, reps, use_se, points = _average_repetitions(parts, xs, ys, x, weighting)
         weighting = "se" if use_se else weighting
+    if weighting == "auto":
+        weighting = "relative"
     is_free = [(not p.fixed or p.name in free) and p.name not in fix for p in spec.params]
     groups = [series] if joint else [[s] for s in series]
     problems = []
@@ -181,6 +185,8 @@ def _average_repetitions(parts: dict[str, pd.DataFrame], xs: dict, ys: dict, x: 
         check_repetitions(part, x, s)
     means = {s: point_means(xs[s], ys[s]) for s in xs}
     use_se, note = se_weighting(means, weighting)
+    if weighting == "auto" and not use_se:
+        weighting = "relative"
     return ({s: m.x for s, m in means.items()}, {s: m.y for s, m in means.items()},
             {s: m.se for s, m in means.items()}, {s: m.n for s, m in means.items()},
             use_se, note)
@@ -234,7 +240,7 @@ def peak_grid(problem: Problem) -> dict[str, np.ndarray]:
 
 def fit(df: pd.DataFrame, model: str | ModelSpec, *, x: str = "jobs", joint: bool = False,
         fix: dict[str, float] | None = None, free: tuple[str, ...] = (),
-        weighting: str = "relative", bootstrap: int = 0, bootstrap_kind: str = "parametric",
+        weighting: str = "auto", bootstrap: int = 0, bootstrap_kind: str = "parametric",
         seed: int = 0, n_starts: int = 8, loo: bool = True, forward: bool = True,
         level: float = LEVEL) -> FitResult:
     """Fit ``model`` to a tidy IOPS table.
@@ -258,11 +264,12 @@ def fit(df: pd.DataFrame, model: str | ModelSpec, *, x: str = "jobs", joint: boo
         ``{name: value}`` fixed for every series (overrides data columns).
     free : tuple of str
         Parameters fixed by default that should be fitted.
-    weighting : {"relative", "absolute"}
-        Residuals divided by the observed IOPS (default) or by the mean level. Repeated
-        points (several rows of a series at one ``x``) are fitted as their means, divided by
-        the standard error of each mean when every point has five or more repetitions with
-        some spread (the result's ``weighting`` is then ``"se"``), else with this weighting;
+    weighting : {"auto", "relative", "absolute"}
+        Residuals divided by the observed IOPS or by the mean level. Repeated points
+        (several rows of a series at one ``x``) are fitted as their means; with ``auto``
+        (the default) each mean is divided by its standard error when every point has five
+        or more repetitions with some spread (the result's ``weighting`` is then ``"se"``),
+        else relative errors are used, as they are for a table without repetitions;
         ``FitResult.points`` says which.
     bootstrap : int
         Bootstrap resamples (0: none).

@@ -13,7 +13,7 @@ from xbq.fit.core import build_problems
 
 
 def profile(df, model, param: str, *, series: str | None = None, x: str = "jobs",
-            joint: bool = False, fix=None, free=(), weighting: str = "relative",
+            joint: bool = False, fix=None, free=(), weighting: str = "auto",
             level: float = 0.95, n_grid: int = 25, span: float = 4.0, seed: int = 0) -> dict:
     """Profile one free parameter: fix it on a grid, refit the rest, find the interval.
 

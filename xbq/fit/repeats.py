@@ -118,7 +118,8 @@ def se_weighting(means: dict[str, Means], weighting: str) -> tuple[bool, str]:
     means : dict of str to Means
         The averaged points of every series of the fit.
     weighting : str
-        The requested weighting (``relative`` or ``absolute``), the fallback.
+        The requested weighting: ``auto`` (the standard errors when they can, else relative
+        errors), or ``relative`` / ``absolute``, used as asked.
 
     Returns
     -------
@@ -131,9 +132,11 @@ def se_weighting(means: dict[str, Means], weighting: str) -> tuple[bool, str]:
     se = np.concatenate([m.se for m in means.values()])
     lo, hi = int(n.min()), int(n.max())
     head = (f"{lo}" if lo == hi else f"{lo}-{hi}") + " repetitions per point: fitted the means"
+    if weighting != "auto":
+        return False, f"{head} with {weighting} errors, as asked (standard errors reported)"
     weak = int(np.sum((n < MIN_REPS_SE) | ~(se > 0)))
     if weak == 0:
         return True, head + ", weighted by their standard errors"
-    return False, (f"{head} with {weighting} errors, unweighted by their spread ({weak} of "
+    return False, (f"{head} with relative errors, unweighted by their spread ({weak} of "
                    f"{n.size} points have fewer than {MIN_REPS_SE} repetitions or zero "
                    "spread)")

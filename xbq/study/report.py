@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from xbq.files import atomic_write
@@ -118,14 +119,33 @@ def model_claims(models: pd.DataFrame) -> list[str]:
     return out
 
 
+def _jobs_list(jobs) -> str:
+    jobs = [str(int(j)) for j in jobs]
+    return jobs[0] if len(jobs) == 1 else ", ".join(jobs[:-1]) + " and " + jobs[-1]
+
+
 def native_claims(native: pd.DataFrame) -> list[str]:
-    wide = native.pivot_table(index="jobs", columns="mode", values="iops")
+    """Where the per-queue rings match or beat the single ring on this machine, checked at
+    every job count measured (means over repetitions): "from N jobs on" only when it holds
+    at N and at every larger count, else the counts where it holds and where it does not."""
+    wide = native.pivot_table(index="jobs", columns="mode", values="iops").sort_index()
     if not {"sq", "mq"} <= set(wide.columns):
         return []
-    over = wide.index[wide["mq"] >= wide["sq"]]
+    wide = wide.dropna(subset=["sq", "mq"])
+    beats = wide["mq"] >= wide["sq"]
     cpus = int(native["usable_cpus"].iloc[0]) if "usable_cpus" in native else None
-    where = (f"from {int(over[0])} jobs on" if len(over) else
-             f"at none of the job counts measured (up to {int(wide.index[-1])})")
+    if not beats.any():
+        where = f"at none of the job counts measured (up to {int(wide.index[-1])})"
+    elif beats.all():
+        where = f"at every job count measured ({_jobs_list(wide.index)})"
+    else:
+        first = int(np.flatnonzero(~beats.to_numpy())[-1]) + 1  # after the last miss
+        if first < len(beats):
+            where = (f"from {int(wide.index[first])} jobs on (not at "
+                     f"{_jobs_list(wide.index[~beats])})")
+        else:
+            where = (f"at {_jobs_list(wide.index[beats])} jobs, not at "
+                     f"{_jobs_list(wide.index[~beats])}")
     return [f"On this machine ({cpus} CPUs) the per-queue rings match or beat the single ring "
             f"{where}; the single ring's best is {_k(wide['sq'].max())} IOPS, the rings' "
             f"{_k(wide['mq'].max())}."]

@@ -59,7 +59,7 @@ def test_registry_evaluator_matches_public_function():
 
 def test_registry_specs_are_complete():
     assert set(MODELS) == {"amdahl", "usl", "usl-capped", "mva", "repairman", "ticket", "mcs",
-                           "xenblk"}
+                           "xenblk", "host"}
     for spec in MODELS.values():
         for p in spec.params:
             assert p.unit and p.meaning

@@ -268,7 +268,7 @@ def _halt_end(nt, t):
     atomic_fetch_add(nt.ctl, C_HALTED, -1)
 
 
-# --- ring locks, with the time spent spinning and holding -------------------------------------
+# --- ring locks, with the time they are held ---------------------------------------------------
 
 
 @kernel(forceinline=True)
@@ -310,7 +310,7 @@ def _irq_entry_check(nt, v, q):
     return 0
 
 
-# --- the interrupt handler ------------------------------------------------------------------
+# --- blk-mq's tags and their wait list --------------------------------------------------------
 
 
 @kernel
@@ -379,6 +379,9 @@ def blk_mq_tag_sleep(nt, j, r, v, pieces):
         cmpxchg_i64_at(nt.jobs, j, JOB_OFF_TWAIT, 1, 0)
         return 0
     return 1
+
+
+# --- the interrupt handler ------------------------------------------------------------------
 
 
 @kernel(forceinline=True)

@@ -65,6 +65,26 @@ def test_des_placement_frames_bit_for_bit():
     assert not bad, f"frames differ: {bad[:8]}"
 
 
+_CHECK_DES = """
+import io, sys
+sys.path.insert(0, {golden!r})
+import record
+buf = io.StringIO()
+record.des_placement_frames().to_csv(buf, index=False, float_format="%.17g")
+sys.exit(0 if buf.getvalue() == open({csv!r}).read() else 1)
+"""
+
+
+def test_des_placement_frames_under_another_blas():
+    """The placement-weighted means are the same bits under OpenBLAS's SandyBridge kernel
+    (no FMA): they used np.dot, whose summation order the BLAS kernel chooses."""
+    code = _CHECK_DES.format(golden=str(GOLDEN), csv=str(GOLDEN / "des-placements.csv"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "OPENBLAS_CORETYPE": "SandyBridge"}, timeout=900,
+                         cwd=GOLDEN.parent.parent)
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+
+
 #: Counters added since the golden outputs were recorded (each zero in every golden run).
 NEW_COUNTERS = {"back": {"map_errors"}}
 

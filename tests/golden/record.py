@@ -13,7 +13,11 @@ What is recorded:
 * ``des-placements.csv`` (recorded at 57a260d, before issue 19 connected each point once for
   all its placements): frames of points averaged over several random placements of the
   jobs (``PLACEMENT_CONFIGS``, the committed calibration's costs), every column but
-  ``wall_s``;
+  ``wall_s``. Recorded again in issue 20, when the placement-weighted means moved from
+  ``np.dot`` (BLAS, whose summation order depends on the CPU kernel: the file failed under
+  ``OPENBLAS_CORETYPE=SandyBridge``) to ``math.fsum``: 42 float values moved by one ulp,
+  nothing else; ``tests/test_golden.py::test_des_placement_frames_under_another_blas``
+  pins it;
 * ``loopback.json``: the one-thread exchange of several devices (counters, bytes);
 * ``negotiate.json``: the XenStore trees and outcomes of several handshakes (recorded again
   for issue 18, when each domain got its own event-channel ports, numbered from 1 as Xen

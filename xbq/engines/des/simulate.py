@@ -35,6 +35,7 @@ I/Os in flight when the window closed; ``completed`` counts the whole run, drain
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 
@@ -133,7 +134,9 @@ def _mean_of(runs: list[dict], weights) -> dict:
         elif col in _LARGEST:
             row[col] = max(vals)
         elif isinstance(v, float):
-            row[col] = float(np.dot(weights, vals))
+            # math.fsum, not np.dot: BLAS sums in an order of its CPU kernel's choosing, so
+            # the last bits of the mean would differ between machines
+            row[col] = math.fsum(w * x for w, x in zip(weights, vals, strict=True))
     return row
 
 

@@ -40,7 +40,7 @@ import pandas as pd
 import seaborn as sns
 
 from xbq.fit import compare
-from xbq.fit.compare import markdown_table
+from xbq.fit.compare import comparison_frame
 from xbq.models import ld_mva, ld_mva_textbook
 from xbq.study.datasets import load_seed
 from xbq.study.tables import parameter_table
@@ -49,7 +49,7 @@ OUT = Path(out_dir) / "figures"
 OUT.mkdir(parents=True, exist_ok=True)
 BOOTSTRAP = 100 if quick else 1000
 seed = load_seed()
-print(seed.to_string(index=False))
+seed.style.hide(axis="index").format({"iops": "{:,.0f}"})
 
 # %% [markdown]
 # ## Fit every model and compare
@@ -58,8 +58,7 @@ print(seed.to_string(index=False))
 
 # %%
 table, fits = compare(seed, bootstrap=BOOTSTRAP, seed=0, return_fits=True)
-pd.set_option("display.width", 200)
-print(markdown_table(table))
+comparison_frame(table).style.hide(axis="index")
 
 # %% [markdown]
 # ## Every fitted parameter, with its standard error and bootstrap interval
@@ -68,8 +67,7 @@ print(markdown_table(table))
 
 # %%
 params = parameter_table(fits)
-with pd.option_context("display.max_rows", 200, "display.float_format", "{:.4g}".format):
-    print(params.to_string(index=False))
+params.style.hide(axis="index").format(precision=4)
 
 # %% [markdown]
 # ## Fits with bootstrap bands

@@ -2,6 +2,7 @@
 ``parameters`` cell set), renders it to HTML and writes ``index.html``; no error output, no
 missing image, steps reused when nothing changed; the notebooks stay paired."""
 
+import html
 import json
 import re
 from pathlib import Path
@@ -45,7 +46,11 @@ def test_every_step_and_chapter_runs(study):
                    for c in executed.cells), f"{name}: papermill injected no parameters"
         page = out / "chapters" / f"{name}.html"
         assert page.stat().st_size > 10_000 and missing_images(page) == []
-        assert "Traceback" not in page.read_text()
+        text = page.read_text()
+        assert "Traceback" not in text
+        # a chapter, not a notebook: its title, a way back, no code cells
+        assert f"<title>{html.escape(CHAPTERS[name])}</title>" in text
+        assert 'href="../index.html"' in text and "hl-ipython3" not in text
 
 
 @pytest.mark.notebook

@@ -83,11 +83,16 @@ def _num(v, fmt):
     return "—" if v is None or v != v else format(v, fmt)
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """The comparison table as Markdown (k, R², RMSE, LOO RMSE, AICc, peak, forward test)."""
-    lines = ["| model | fit | series | k | R² | RMSE (kIOPS) | LOO RMSE (kIOPS) | AICc | "
-             "peak jobs [95% CI] | peak kIOPS [95% CI] | fwd err 32 / 64 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+#: The comparison's columns as a reader sees them (units in the headers).
+COMPARISON_COLUMNS = ("model", "fit", "series", "k", "R²", "RMSE (kIOPS)", "LOO RMSE (kIOPS)",
+                      "AICc", "peak jobs [95% CI]", "peak kIOPS [95% CI]", "fwd err 32 / 64")
+
+
+def comparison_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The comparison table formatted for reading: one row per (model, series), the columns
+    of :data:`COMPARISON_COLUMNS` as text (k, R², RMSE, LOO RMSE, AICc, peak, forward test);
+    a notebook displays it as an HTML table."""
+    rows = []
     for r in table.itertuples():
         peak_x = f"{r.peak_x:g} [{_num(r.peak_x_lo, 'g')}, {_num(r.peak_x_hi, 'g')}]"
         peak_y = (f"{r.peak_iops / 1e3:.0f} [{_num(r.peak_iops_lo / 1e3, '.0f')}, "
@@ -97,9 +102,17 @@ def markdown_table(table: pd.DataFrame) -> str:
         if getattr(r, "fwd_undetermined", ""):
             fwd += f" († {r.fwd_undetermined} not determined by jobs <= 16)"
         loo = _num(None if r.loo_rmse is None else r.loo_rmse / 1e3, ".1f")
-        lines.append(f"| {r.model} | {r.fit} | {r.series} | {r.k} | {r.r2:.3f} | "
-                     f"{r.rmse / 1e3:.1f} | {loo} | {_num(r.aicc, '.1f')} | {peak_x} | "
-                     f"{peak_y} | {fwd} |")
+        rows.append((r.model, r.fit, r.series, r.k, f"{r.r2:.3f}", f"{r.rmse / 1e3:.1f}", loo,
+                     _num(r.aicc, ".1f"), peak_x, peak_y, fwd))
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """The comparison table as Markdown (the rows of :func:`comparison_frame`)."""
+    frame = comparison_frame(table)
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
     return "\n".join(lines)
 
 

@@ -103,14 +103,28 @@ def _logging_manager(fh):
     return Manager
 
 
+#: The link back to the report that every chapter page starts with.
+BACK_LINK = ('<nav style="font: 14px sans-serif; margin: 1em 2em"><a href="../index.html">'
+             '&larr; the report (index.html)</a></nav>')
+
+
 def to_html(ipynb) -> Path:
-    """Render an executed notebook to HTML beside it (images embedded); return the path."""
+    """Render an executed notebook to HTML beside it (images embedded); return the path.
+
+    The published page reads as a chapter: its title is the chapter's (:data:`CHAPTERS`),
+    it starts with a link back to the report, and the code cells are left out (their outputs,
+    the text and the figures stay; the notebook keeps its code).
+    """
     import nbformat
     from nbconvert import HTMLExporter
 
     ipynb = Path(ipynb)
     nb = nbformat.read(ipynb, as_version=4)
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    nb.metadata["title"] = CHAPTERS.get(ipynb.stem, ipynb.stem)
+    exporter = HTMLExporter(template_name="lab", exclude_input=True,
+                            exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nb)
+    body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + BACK_LINK, body, count=1)
     out = ipynb.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out

@@ -50,9 +50,13 @@ bench: $(STAMP)
 
 ## JupyterLab on notebooks/ in the project's environment (jupytext keeps each .ipynb and its
 ## percent-format .py in step; they are synced first).
+## JupyterLab on the chapters: each listed once (the paired .py files hidden), and as root
+## too (JupyterLab refuses root without --allow-root).
 lab: $(STAMP)
 	$(BIN)/jupytext --sync notebooks/*.py
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ \
+	  --ContentsManager.hide_globs="['__pycache__', '*.pyc', '*.py', '.ipynb_checkpoints']" \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

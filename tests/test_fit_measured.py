@@ -219,3 +219,17 @@ def test_an_explicit_weighting_is_used_on_the_means(measured, cli):
     assert d["weighting"] == "relative"
     assert d["points"] == ("5 repetitions per point: fitted the means with relative errors, as "
                            "asked (standard errors reported)")
+
+
+def test_a_parameter_at_its_bound_shows_no_standard_error():
+    """USL with no contention: alpha ends on its bound 0, where a standard error (and its
+    relative size, 1e17 % and more) means nothing; the report says so instead."""
+    usl = get_model("usl")
+    x = np.array([1, 2, 4, 8, 16, 32, 64], float)
+    df = pd.DataFrame({"series": "s", "jobs": x,
+                       "iops": usl(x, gamma=1e6, alpha=0.0, beta=1e-3)})
+    report = fit(df, "usl", loo=False, forward=False).report()
+    line = next(s for s in report.splitlines() if s.strip().startswith("alpha"))
+    assert "at its bound: no standard error" in line and "+/-" not in line and "%" not in line
+    gamma = next(s for s in report.splitlines() if s.strip().startswith("gamma"))
+    assert "+/-" in gamma

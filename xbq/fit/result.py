@@ -312,7 +312,11 @@ class FitResult:
                 unit = spec.param(name).unit
                 val, se = g["theta"][j], g["stderr"][j]
                 txt = f"    {label:<22} = {_fmt(val, '<12.6g')}"
-                if se is not None:
+                lo, hi = g["lower"][j], g["upper"][j]
+                if at_bound(val, -math.inf if lo is None else lo, math.inf if hi is None else hi,
+                            spec.param(name).default):
+                    txt += " at its bound: no standard error"
+                elif se is not None:
                     rel = f" ({abs(se / val):.1%})" if val else ""
                     txt += f" +/- {_fmt(se, '<10.4g')}{rel}"
                 if ci is not None:

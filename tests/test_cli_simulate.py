@@ -24,7 +24,11 @@ def test_simulate_table_and_out(tmp_path, capsys):
     rc = main(["simulate", "--mode", "sq", "--jobs", "2", "--duration", "0.005",
                "--out", str(out)])
     assert rc == 0
-    assert "iops" in capsys.readouterr().out
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].split()[:4] == ["mode", "jobs", "rings", "IOPS"]
+    iops = text[1].split()[3]
+    assert "e+" not in iops and (len(iops) < 4 or "," in iops)  # 96,500, not 9.65e+04
+    assert max(len(line) for line in text) < 160
     assert out.exists() and (tmp_path / "r.csv.meta.json").exists()
 
 

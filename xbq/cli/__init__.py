@@ -167,3 +167,37 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+#: How a result column reads in a text table: its header and its format.
+TEXT_COLUMNS = {
+    "mode": ("mode", "{}"), "jobs": ("jobs", "{:d}"), "queues": ("rings", "{:d}"),
+    "iops": ("IOPS", "{:,.0f}"), "lat_mean_us": ("mean us", "{:,.1f}"),
+    "lat_p50_us": ("p50 us", "{:,.1f}"), "lat_p99_us": ("p99 us", "{:,.1f}"),
+    "util_vcpu_busy": ("vCPU busy", "{:.1%}"), "util_vcpu_spin": ("vCPU spin", "{:.1%}"),
+    "util_dom0_busy": ("dom0 busy", "{:.1%}"), "util_device": ("device", "{:.2f}"),
+    "notify_fe_per_req": ("fe notify/req", "{:.3f}"),
+    "notify_be_per_req": ("be notify/rsp", "{:.3f}"), "batch_mean": ("batch", "{:.1f}"),
+}
+
+
+def text_table(frame, cols) -> str:
+    """``frame``'s ``cols`` as a person reads them: IOPS with thousands separators, shares as
+    percentages, the headers of :data:`TEXT_COLUMNS`, right-aligned, one line a row (no
+    scientific notation; kept under 160 columns for the default columns)."""
+    heads = [TEXT_COLUMNS.get(c, (c, "{}"))[0] for c in cols]
+    rows = []
+    for rec in frame[cols].itertuples(index=False):
+        cells = []
+        for c, v in zip(cols, rec, strict=True):
+            fmt = TEXT_COLUMNS.get(c, (c, "{}"))[1]
+            try:
+                cells.append(fmt.format(int(v) if fmt == "{:d}" else v))
+            except (TypeError, ValueError):
+                cells.append(str(v))
+        rows.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(heads)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)

@@ -11,6 +11,7 @@ from xbq.cli import (
     int_list,
     nonnegative_int,
     positive_int,
+    text_table,
 )
 
 
@@ -49,7 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
 
     from xbq.engines.des.params import DesParams, load_params
     from xbq.engines.des.simulate import points_of, simulate_point
@@ -86,6 +86,5 @@ def run(args: argparse.Namespace) -> int:
     cols = ["mode", "jobs", "queues", "iops", "lat_mean_us", "lat_p99_us", "util_vcpu_busy",
             "util_vcpu_spin", "util_dom0_busy", "util_device", "notify_fe_per_req",
             "notify_be_per_req", "batch_mean"]
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(text_table(frame, cols))
     return 0

@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         ">= 2 ms); the warm-up also lasts until 3 x jobs x iodepth I/Os are done")
     p.add_argument("--seed", type=nonnegative_int, default=1, help="random seed (default 1)")
     p.add_argument("--params", metavar="FILE", default=None,
-                   help="TOML or JSON cost overrides (e.g. data/calibrated/des-params.json)")
+                   help="TOML or JSON cost overrides (e.g. data/calibrated/des-params.json, "
+                   "the calibration to the 2015 table; without it the default, uncalibrated "
+                   "costs, which the command says on stderr)")
     p.add_argument("--out", metavar="FILE", default=None,
                    help="also append the rows to FILE (.csv or .parquet) as they finish; "
                    "points already in FILE are not simulated again")
@@ -59,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     from xbq.study.results import ResultsStore, run_points
 
     params = load_params(args.params) if args.params else DesParams()
+    if not args.params and args.output_format == "text":
+        import sys
+
+        print("xbq simulate: the default costs, not calibrated; for the twin calibrated to the "
+              "2015 table add --params data/calibrated/des-params.json", file=sys.stderr)
     points = points_of(args.mode, args.jobs, queues=args.queues, vcpus=args.vcpus,
                        iodepth=args.iodepth, duration_s=args.duration, warmup_s=args.warmup,
                        seed=args.seed, params=params)

@@ -61,11 +61,6 @@ def run(args: argparse.Namespace) -> int:
     from xbq.study.results import ResultsStore, run_points
 
     params = load_params(args.params) if args.params else DesParams()
-    if not args.params and args.output_format == "text":
-        import sys
-
-        print("xbq simulate: the default costs, not calibrated; for the twin calibrated to the "
-              "2015 table add --params data/calibrated/des-params.json", file=sys.stderr)
     points = points_of(args.mode, args.jobs, queues=args.queues, vcpus=args.vcpus,
                        iodepth=args.iodepth, duration_s=args.duration, warmup_s=args.warmup,
                        seed=args.seed, params=params)
@@ -94,4 +89,9 @@ def run(args: argparse.Namespace) -> int:
             "util_vcpu_spin", "util_dom0_busy", "util_device", "notify_fe_per_req",
             "notify_be_per_req", "batch_mean"]
     print(text_table(frame, cols))
+    if not args.params:  # after a run that succeeded: an error stays one line
+        import sys
+
+        print("xbq simulate: the default costs, not calibrated; for the twin calibrated to the "
+              "2015 table add --params data/calibrated/des-params.json", file=sys.stderr)
     return 0

@@ -1,4 +1,4 @@
-"""Atomics, barriers, the CPU's pause hint, ``sched_yield`` and a monotonic clock, in numba.
+"""Atomics, barriers, the CPU's pause hint, ``sched_yield``, futexes and clocks, in numba.
 
 These are ``@intrinsic`` functions that emit LLVM's own atomic instructions (``load atomic``,
 ``store atomic``, ``atomicrmw``, ``cmpxchg``, ``fence``), so they work on any NumPy integer
@@ -15,7 +15,7 @@ uniprocessor build, since the peer runs in another domain).
 Every function here compiles to a handful of instructions and is safe to call from a single
 thread (the discrete-event engine) as well.
 
-External symbols (``sched_yield``, ``usleep``, ``clock_gettime``, ``syscall`` for the futex
+External symbols (``sched_yield``, ``clock_gettime``, ``syscall`` for the futex
 calls) are declared by name in the emitted LLVM module and resolved when the code is loaded,
 so functions that use them stay cacheable.
 """
@@ -256,20 +256,6 @@ def sched_yield(typingctx):
         fty = ir.FunctionType(ir.IntType(32), [])
         fn = cgutils.get_or_insert_function(builder.module, fty, "sched_yield")
         return builder.call(fn, [])
-
-    return sig, codegen
-
-
-@intrinsic
-def usleep(typingctx, us):
-    """libc ``usleep(us)``: sleep this thread for ``us`` microseconds; returns its status."""
-    sig = types.int32(us)
-
-    def codegen(context, builder, signature, args):
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32]),
-                                            "usleep")
-        return builder.call(fn, [context.cast(builder, args[0], signature.args[0], types.int32)])
 
     return sig, codegen
 

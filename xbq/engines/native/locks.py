@@ -172,6 +172,17 @@ def _account(lk, b, contended, t0, waiters):
 # --- ticket lock (x86 arch_spin_lock, 2015) -----------------------------------------------------
 
 
+@kernel(forceinline=True)
+def _take_ticket(lk, b):
+    """``xadd`` a ticket from ``next``; returns it and the ticket ``owner`` serves now. An
+    uncontended take (the two equal) is counted here."""
+    me = atomic_fetch_add(lk, b + LK_WORD, 1)
+    owner = atomic_load(lk, b + LK_OWNER)
+    if owner == me:
+        _account(lk, b, False, 0, 0)
+    return me, owner
+
+
 @kernel
 def ticket_lock(lk, i, timeout_ns):
     """Take ticket lock ``i``: ``xadd`` a ticket, wait for ``owner`` to reach it.
@@ -179,10 +190,8 @@ def ticket_lock(lk, i, timeout_ns):
     Returns ``LOCK_OK``, ``LOCK_TIMEOUT`` or ``LOCK_BROKEN``. Changes ``lk``.
     """
     b = i * LOCK_WORDS
-    me = atomic_fetch_add(lk, b + LK_WORD, 1)
-    owner = atomic_load(lk, b + LK_OWNER)
+    me, owner = _take_ticket(lk, b)
     if owner == me:
-        _account(lk, b, False, 0, 0)
         return LOCK_OK
     t0 = monotonic_ns()
     k = 0
@@ -328,10 +337,8 @@ def pv_lock(lk, i, nodes, me, timeout_ns, spin_threshold):
     """
     b = i * LOCK_WORDS
     nb = me * MCS_WORDS
-    me_t = atomic_fetch_add(lk, b + LK_WORD, 1)
-    owner = atomic_load(lk, b + LK_OWNER)
+    me_t, owner = _take_ticket(lk, b)
     if owner == me_t:
-        _account(lk, b, False, 0, 0)
         return LOCK_OK
     t0 = monotonic_ns()
     entry = pv_entry(i, me_t)

@@ -81,10 +81,23 @@ def _bounds(name: str) -> tuple[float, float]:
     return max(lo, 10.0), hi  # log scale: a zero lower bound becomes 10 ns
 
 
+def seeds_of(seed) -> tuple[int, ...]:
+    """``seed`` (an int, or a sequence of ints for common random numbers over several
+    seeds) as a tuple of ints."""
+    return (int(seed),) if np.ndim(seed) == 0 else tuple(int(s) for s in seed)
+
+
 def _simulate_points(table, params, durations, seed, se=False):
-    df = simulate_table(table, params, duration=durations, seed=seed)
-    iops = df["iops"].to_numpy(float)
-    return (iops, df["iops_se"].to_numpy(float)) if se else iops
+    """Each point's IOPS, the mean over ``seed`` (one seed or several: common random numbers
+    over seeds); with ``se`` also its standard error (the placements' standard errors of
+    the independent seeds combined)."""
+    frames = [simulate_table(table, params, duration=durations, seed=s)
+              for s in seeds_of(seed)]
+    iops = np.mean([f["iops"].to_numpy(float) for f in frames], axis=0)
+    if not se:
+        return iops
+    var = np.sum([f["iops_se"].to_numpy(float) ** 2 for f in frames], axis=0)
+    return iops, np.sqrt(var) / len(frames)
 
 
 def fit_machine(task, progress=None) -> dict:
@@ -140,8 +153,10 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
         errors is kept; every one is reported. Default: one, ``base`` as it is.
     fit_requests : int
         Requests each point completes per evaluation during the fit (its virtual duration
-        is ``fit_requests / measured IOPS``, after the warm-up), on one seed (common random
-        numbers).
+        is ``fit_requests / measured IOPS``, after the warm-up).
+    seed : int or sequence of int
+        The seed of every evaluation (common random numbers), or several: each point is
+        then the mean over them, in every evaluation and in the final check.
     max_nfev : int
         Most objective evaluations per machine (each simulates every point once).
     final_requests : int
@@ -195,6 +210,7 @@ def calibrate(table, *, fit: tuple[str, ...] = FIT_PARAMS, machines=None,
     measured = table["iops"].to_numpy(float)
     fit_durations = [fit_requests / m for m in measured]
     t0 = time.perf_counter()
+    seed = seed if np.ndim(seed) == 0 else list(seeds_of(seed))
     table_cols = {k: list(v) for k, v in table[list(TABLE_COLUMNS)].to_dict(orient="list")
                   .items()}
     fits = [MachineFit(i, {"table": table_cols, "fit": names, "fixed": m,

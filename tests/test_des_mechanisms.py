@@ -112,3 +112,22 @@ def test_unpinned_jobs_leave_vcpus_empty_so_fewer_contend_for_io_lock():
     rr = run("sq", 16, p, duration=0.01)
     rnd = run("sq", 16, p.replace(job_placement=1.0, placements=8.0), duration=0.01)
     assert rnd["util_vcpu_spin"] < 0.85 * rr["util_vcpu_spin"]
+
+
+def test_a_vcpu_that_polls_before_it_blocks_is_not_woken_through_xen():
+    # one job at iodepth 1: its vCPU idles between submission and completion (the I/O's
+    # round trip, several µs). Blocking at once pays vcpu_wake_ns per I/O; polling longer
+    # than the round trip pays none, and runs exactly as with no wake-up cost at all,
+    # with the poll counted as busy time.
+    wake = BASE.replace(vcpu_wake_ns=20_000.0)
+    blocks = run("mq", 1, wake, iodepth=1)
+    polls = run("mq", 1, wake.replace(halt_poll_ns=200_000.0), iodepth=1)
+    free = run("mq", 1, BASE, iodepth=1)
+    assert blocks["iops"] < 0.8 * free["iops"]
+    assert polls["iops"] == free["iops"] and polls["completed"] == free["completed"]
+    assert polls["util_vcpu_busy"] > 1.5 * free["util_vcpu_busy"]
+    # a poll much shorter than the idle gaps spares only the rare wake-up that comes at
+    # once (an event within 100 ns of going idle), and adds busy time
+    short = run("mq", 1, wake.replace(halt_poll_ns=100.0), iodepth=1)
+    assert short["iops"] == pytest.approx(blocks["iops"], rel=0.01)
+    assert short["util_vcpu_busy"] > blocks["util_vcpu_busy"]

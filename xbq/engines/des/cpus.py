@@ -226,6 +226,7 @@ def dispatch(tw, P, cpu, t):
         c.cur = NIL
         if c.idle == 0:
             c.idle = 1
+            c.idle_since = t
             c.busy += clip(c.busy_since, t, run.t_warm, run.t_end)
             if P.pcpus > 0:  # (out of line: the pool is off by default)
                 pcpu_block(tw, P, cpu, t)
@@ -233,9 +234,15 @@ def dispatch(tw, P, cpu, t):
     start = t
     if c.idle:
         c.idle = 0
-        if cpu < tw.cfg[0].vcpus:  # a guest vCPU blocked in Xen is woken first (vcpu_wake_ns)
-            start = t + ns(P.vcpu_wake_ns)
-        c.busy_since = start
+        c.busy_since = t
+        if cpu < tw.cfg[0].vcpus:
+            poll_end = c.idle_since + ns(P.halt_poll_ns)
+            if t < poll_end:  # still polling (halt_poll_ns): no wake-up, the poll was busy
+                c.busy_since = c.idle_since
+            else:  # blocked in Xen after its poll: woken first (vcpu_wake_ns)
+                start = t + ns(P.vcpu_wake_ns)
+                c.busy += clip(c.idle_since, poll_end, run.t_warm, run.t_end)
+                c.busy_since = start
         if P.pcpus > 0:
             pcpu_wake(tw, P, cpu, t)
     c.cur = code

@@ -73,6 +73,11 @@ class Costs(BaseModel):
         'a guest vCPU blocked in Xen (idle) woken by an event: vcpu_unblock, the '
         "scheduler's tickle IPI, the switch into the vCPU, before it runs anything (0: "
         'off, the default and the golden outputs; physically 1-50 µs)')
+    halt_poll_ns: float = _cost(0.0, 0.0, 1000000.0,
+        'an idle guest vCPU polls for work this long before it blocks in Xen: work that '
+        'arrives while it polls costs no vcpu_wake_ns, and the polling counts as busy '
+        "time (Linux's cpuidle-haltpoll; the native engine's spin before its vCPU thread "
+        'halts; 0: blocks at once, the default)')
     quantum_ns: float = _cost(3000000.0, 100000.0, 100000000.0,
         'time slice before a runnable thread yields to another on its CPU')
     think_ns: float = _cost(0.0, 0.0, 1000000000.0,

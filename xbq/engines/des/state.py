@@ -131,15 +131,15 @@ RUN_DTYPE = np.dtype([
 #: completions) and its thread run queue's (fio jobs, blkback's threads), tasks started, the
 #: next CPU waiting on the same lock and in the pCPU pool's run queue; on a pCPU pool,
 #: whether it has a pCPU, its pending step (due time, or frozen time left), the generations
-#: of that step and of its slice, since when it waits; busy, spinning, holding and steal
-#: time in the window (ns).
+#: of that step and of its slice, since when it waits; since when it is idle; busy,
+#: spinning, holding and steal time in the window (ns).
 CPU_DTYPE = np.dtype([
     ("cur", "<i8"), ("phase", "<i8"), ("idle", "<i8"), ("busy_since", "<i8"),
     ("spin_since", "<i8"), ("hold_since", "<i8"), ("last_tid", "<i8"), ("slice_start", "<i8"),
     ("hi_head", "<i8"), ("hi_tail", "<i8"), ("lo_head", "<i8"), ("lo_tail", "<i8"),
     ("task_n", "<i8"), ("lock_next", "<i8"), ("prq_next", "<i8"),
     ("v_run", "<i8"), ("v_due", "<i8"), ("v_left", "<i8"), ("v_gen", "<i8"), ("v_rgen", "<i8"),
-    ("v_wait_since", "<i8"),
+    ("v_wait_since", "<i8"), ("idle_since", "<i8"),
     ("busy", "<f8"), ("spin", "<f8"), ("hold", "<f8"), ("steal", "<f8"),
 ], align=True)
 

@@ -39,7 +39,7 @@ def test_microbench_tiny_gives_positive_medians_with_spreads(micro):
         _check_spread(micro[name]["per_op"])
         _check_spread(micro[name]["intercept"], positive=False)  # a line's intercept
     for name in ("lock_uncontended", "evtchn_entry", "handoff_ticket", "handoff_mcs",
-                 "evtchn_latency", "wake", "kick", "ctx_switch"):
+                 "evtchn_latency", "wake", "kick", "ctx_switch", "poll"):
         _check_spread(micro[name])
     _check_spread(micro["evtchn_send"], positive=False)  # a difference of two loops
     assert set(micro["wall_s"]) == set(hc.BENCHES)

@@ -443,3 +443,19 @@ def futex_pingpong(me, ctl, n, chunk, deadline, out):
 __all__ = ["pipeline", "lock_loop", "evtchn_loop", "lock_pingpong", "evtchn_pingpong",
            "wake_pingpong", "futex_pingpong", "clock_pair", "clock_gaps", "STEPS", "REC_WORDS",
            "CTL_WORDS", "LOCK_WORDS"]
+
+
+@kernel
+def poll_loop(words, spin, out):
+    """Time ``spin`` idle iterations of a native vCPU's loop (a look at each of ``words``,
+    its jobs' and rings' state, then ``cpu_relax``) per entry of ``out`` (cycles): the poll
+    before it halts. Returns the sum of what it read (so nothing is optimised away)."""
+    seen = 0
+    for r in range(out.size):
+        t0 = cpu_cycles()
+        for _ in range(spin):
+            for k in range(words.size):
+                seen += atomic_load(words, k)
+            cpu_relax()
+        out[r] = cpu_cycles() - t0
+    return seen

@@ -39,6 +39,8 @@ benchmark -> twin field(s): what is timed
 * ``wake`` -> ``vcpu_wake_ns``, ``be_wake_ns``: a thread halted as an idle native vCPU (a
   futex wait), kicked from another CPU (``vcpu_kick``), from the kick to running; ``kick``,
   what the kick costs its sender (``futex_wake``; no twin field);
+* ``poll`` -> ``halt_poll_ns``: the idle native vCPU's spin before it halts
+  (``NativeConfig.spin`` iterations of a look at its state and ``cpu_relax``);
 * ``ctx_switch`` -> ``ctx_switch_ns``: two threads on one CPU hand a futex back and forth,
   half a round trip (wake, sleep, schedule, switch).
 
@@ -70,7 +72,8 @@ import numpy as np
 from xbq.errors import XbqError
 
 #: The benchmarks, in the order they run.
-BENCHES = ("pipeline", "lock", "evtchn", "handoff", "evtchn_latency", "wake", "ctx_switch")
+BENCHES = ("pipeline", "lock", "evtchn", "handoff", "evtchn_latency", "wake", "ctx_switch",
+           "poll")
 
 #: Sizes of the full measurement (``scale=1``); :func:`microbench` scales the counts.
 SIZES = {
@@ -82,6 +85,7 @@ SIZES = {
     "evtchn_latency_samples": 500_000,
     "wake_samples": 10_000, "wake_delay_us": 50,
     "ctx_switch_chunks": 10_000, "ctx_switch_chunk": 50,
+    "poll_reps": 20_000,
 }
 #: Batch sizes of the pipeline's sweeps (driver requests; at most a ring, 32).
 BATCHES = (1, 2, 4, 8, 16, 32)
@@ -530,6 +534,32 @@ def bench_ctx_switch(chunks: int = 2000, chunk: int = 50) -> dict:
 # --- all of them, and the twin's parameters -------------------------------------------------------
 
 
+def bench_poll(reps: int = 20_000, *, words: int = 3) -> dict:
+    """The poll of an idle native vCPU before it halts: ``NativeConfig.spin`` idle iterations
+    of its loop, each a look at ``words`` words of state (a job, its ring, the interrupt
+    flag) and a ``cpu_relax``.
+
+    Returns
+    -------
+    dict
+        ``poll``: a :func:`spread` of the window (ns) over ``reps`` repetitions, and
+        ``spin`` (iterations).
+    """
+    from xbq.engines.native.runner import NativeConfig
+    from xbq.study import hostbench as H
+
+    reps, words = _check_count("reps", reps), _check_count("words", words, 1, 64)
+    spin = NativeConfig.spin
+    out = np.zeros(reps, np.int64)
+    state = np.zeros(words, np.int64)
+    with _compiling():
+        c0 = H.clock_pair()
+        H.poll_loop(state, spin, out)
+        c1 = H.clock_pair()
+    npc = (c1[0] - c0[0]) / max(c1[1] - c0[1], 1)
+    return {"poll": {**spread(out * npc), "reps": reps, "spin": int(spin), "words": words}}
+
+
 def microbench(scale: float = 1.0, *, benches=BENCHES, progress=None) -> dict:
     """Run the benchmarks of ``benches`` at ``scale`` times the sizes of :data:`SIZES`.
 
@@ -571,6 +601,7 @@ def microbench(scale: float = 1.0, *, benches=BENCHES, progress=None) -> dict:
         "wake": lambda: bench_wake(size("wake_samples"), SIZES["wake_delay_us"]),
         "ctx_switch": lambda: bench_ctx_switch(size("ctx_switch_chunks"),
                                                SIZES["ctx_switch_chunk"]),
+        "poll": lambda: bench_poll(size("poll_reps")),
     }
     out, wall = {}, {}
     for name in BENCHES:
@@ -624,6 +655,9 @@ MEASURED = {
                      "from the kick (vcpu_kick) on another CPU to running"),
     "be_wake_ns": ("wake", "median", "as vcpu_wake_ns: a native dom0 vCPU halts and is "
                    "kicked the same way"),
+    "halt_poll_ns": ("poll", "median", "an idle native vCPU's spin before it halts "
+                     "(NativeConfig.spin iterations of its loop: a look at its state and "
+                     "cpu_relax); work that comes meanwhile needs no kick"),
     "ctx_switch_ns": ("ctx_switch", "median", "futex ping-pong of two threads on one CPU, "
                       "half a round trip (the native engine switches jobs inside its vCPU "
                       "loop without a thread switch; this is the host's thread switch)"),

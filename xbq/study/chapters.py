@@ -26,6 +26,7 @@ CHAPTERS = {
     "engines": "The engines: native threads and the discrete-event twin",
     "twin_time": "Where the time goes in the twin",
     "whatif": "What-ifs in the twin",
+    "trust": "Does the twin earn trust?",
     "own_data": "Fitting your own data (from fio JSON)",
 }
 

@@ -164,3 +164,41 @@ def plot_whatifs(frame: pd.DataFrame):
     axes.flat[-1].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+MODE_COLORS = {"sq": SERIES_COLORS["single_ring"], "mq": SERIES_COLORS["multi_ring"]}
+
+
+def plot_twin_native(table: pd.DataFrame):
+    """Measured native IOPS (mean over repetitions, min-max as error bars) and the twin's
+    prediction from the microbenchmarked costs (dashed), one panel per sweep.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`xbq.study.twin_native.compare`'s rows: ``source``, ``mode``, ``jobs``,
+        ``iops_mean``, ``iops_min``, ``iops_max``, ``twin_iops``.
+    """
+    sources = list(dict.fromkeys(table["source"]))
+    ncols = min(len(sources), 4)
+    nrows = -(-len(sources) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False,
+                             sharey=False)
+    for ax, src in zip(axes.flat, sources, strict=False):
+        for mode, g in table[table["source"] == src].groupby("mode", sort=True):
+            g = g.sort_values("jobs")
+            c = MODE_COLORS.get(mode, "#555555")
+            err = np.vstack([g["iops_mean"] - g["iops_min"], g["iops_max"] - g["iops_mean"]])
+            ax.errorbar(g["jobs"], g["iops_mean"] / 1e3, yerr=err / 1e3, marker="o", ms=4,
+                        capsize=2, color=c, label=f"{mode} measured")
+            ax.plot(g["jobs"], g["twin_iops"] / 1e3, ls="--", marker="x", color=c,
+                    label=f"{mode} twin")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("fio jobs")
+        ax.set_ylabel("IOPS (thousands)")
+        ax.set_title(src, fontsize=9)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(sources):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig

@@ -192,6 +192,7 @@ CHAPTER_OUTPUTS = {
     "twin_time": ("twin_time.csv", "figures/twin_time-states.png",
                   "figures/twin_time-per-request.png"),
     "whatif": ("whatif.csv", "figures/whatif-iops.png"),
+    "trust": ("figures/trust-native.png",),
     "own_data": ("own_data-models.csv", "figures/own_data-iops.png",
                  "figures/own_data-fits.png"),
 }

@@ -140,7 +140,8 @@ def run(args) -> dict:
             base = defaults.replace(**MECHANISMS, **start)
             res = calibrate(table, fit=tuple(chosen), machines=MACHINES, base=base,
                             fit_requests=args.fit_requests, seed=seeds, max_nfev=args.max_nfev,
-                            final_requests=args.final_requests, mapper=mapper)
+                            final_requests=args.final_requests, mapper=mapper,
+                            checkpoint=f"{args.out}.calibration.partial.jsonl")
             out = res.to_dict()
             fixed = [n for n in old_names if n not in chosen]
             out["fixed_at_documented_default"] = {n: getattr(defaults, n) for n in fixed}
@@ -153,6 +154,7 @@ def run(args) -> dict:
                     **_rel_stats([p["rel_error"] for p in out["points"]]),
                     "identify_at_optimum": jac(new, live)}
         cal = steps.run("calibration", new_calibration)
+        Path(f"{args.out}.calibration.partial.jsonl").unlink(missing_ok=True)
         new_params = DesParams(**json.loads(Path(cal["file"]).read_text())["params"])
         both = {"eleven costs (des-params.json)": old_params,
                 f"{len(chosen)} determined costs": new_params}
@@ -212,7 +214,7 @@ def run(args) -> dict:
             res = calibrate(train, fit=tuple(chosen), machines=MACHINES, base=base,
                             fit_requests=args.fit_requests, seed=seeds,
                             max_nfev=args.max_nfev, final_requests=args.check_requests,
-                            mapper=mapper)
+                            mapper=mapper, checkpoint=f"{args.out}.forward.partial.jsonl")
             fitted = as_verified(DesParams(**res.values))
             obs = test["iops"].to_numpy(float)
             pred = _simulate_points(test, fitted, [args.check_requests / m for m in obs], seeds)
@@ -232,6 +234,7 @@ def run(args) -> dict:
                     "machines": res.machines, "train_costs": {n: res.values[n] for n in chosen},
                     "train_max_abs": float(np.max(np.abs(res.residual))), "points": points}
         steps.run("forward", forward)
+        Path(f"{args.out}.forward.partial.jsonl").unlink(missing_ok=True)
 
         def loo():
             from xbq.fit import fit

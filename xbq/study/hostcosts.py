@@ -686,6 +686,10 @@ NATIVE = {
     "persistent": (True, "native connects with persistent grants"),
     "max_indirect": (32, "blkfront's max_indirect_segments (BLKFRONT_MAX_INDIRECT_SEGMENTS)"),
     "ring_page_order": (0, "the sweeps' one-page rings"),
+    "pcpu_boost": (False, "the host is Linux (CFS), not Xen's credit1: a waking thread is "
+                   "placed by its vruntime, not at the head of the run queue (credit1's "
+                   "BOOST, which also starves CPU-bound vCPUs in the twin: "
+                   "tests/test_des_theory_locks.py)"),
     "dom0_vcpus": (16, "the native default (the sweeps' dom0_vcpus; twin_native sets each "
                    "point's)"),
 }

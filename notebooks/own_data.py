@@ -19,7 +19,8 @@
 # From fio's JSON to fitted models. Run the 2015 experiment on a Xen guest
 # (`xbq fio job --filename /dev/xvdb --out iometer.fio`, then
 # `fio --output-format=json+ iometer.fio > result.json`), import it
-# (`xbq fio import result.json --series multi_ring --out mine.csv`), and fit. This chapter
+# (`xbq fio import result.json --series multi_ring --vcpus 16 --queues 16 --out mine.csv`:
+# the guest's vCPUs and rings are not in fio's JSON), and fit. This chapter
 # does the same on `data/examples/`: real fio output of the IOmeter job on fio's `null`
 # engine on the development VM (see that folder's README), standing in for your guest.
 
@@ -28,6 +29,8 @@ quick = False  # 100 bootstrap resamples instead of 1000
 out_dir = "out"
 fio_files = None  # fio JSON result files; None: the example in data/examples/
 series = None  # the series every row belongs to; None: from the fio job names
+vcpus = 2  # the guest's vCPUs (the example ran on the 2-vCPU development VM)
+queues = None  # the rings its disk negotiated (None: not recorded; xen-blk is then skipped)
 
 # %%
 from pathlib import Path
@@ -42,8 +45,8 @@ from xbq.study.plots import plot_fits, plot_iops
 FIGURES = Path(out_dir) / "figures"
 FIGURES.mkdir(parents=True, exist_ok=True)
 files = fio_files or sorted((data_dir() / "examples").glob("fio-*.json"))
-table = import_fio(files, series=series)
-table[["series", "jobs", "iodepth", "iops", "read_iops", "write_iops", "lat_mean_us",
+table = import_fio(files, series=series, vcpus=vcpus, queues=queues)
+table[["series", "jobs", "vcpus", "iodepth", "iops", "read_iops", "write_iops", "lat_mean_us",
        "lat_p99_us", "fio_version"]]
 
 # %%
@@ -54,11 +57,13 @@ plt.show()
 # %% [markdown]
 # ## The models on your table
 #
-# The same comparison as for the seed (`xbq.fit.compare`). Fewer points than free
-# parameters leave some fits undetermined; the table says so rather than hiding it.
+# The same comparison as for the seed (`xbq.fit.compare`), with the guest's vCPUs as the
+# contender cap. Fewer points than free parameters leave some fits undetermined; the table
+# says so rather than hiding it.
 
 # %%
-scores, fits = compare(table[["series", "jobs", "iops"]], bootstrap=100 if quick else 1000,
+scores, fits = compare(table[["series", "jobs", "iops", "vcpus"]
+                             + (["queues"] if queues else [])], bootstrap=100 if quick else 1000,
                        seed=0, return_fits=True, on_error="note")
 scores.to_csv(Path(out_dir) / "own_data-models.csv", index=False)
 scores

@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--series", default=None, help="series name of every row")
     g.add_argument("--series-pattern", default=None, metavar="REGEX",
                    help="take the series from each job name (group 'series' or group 1)")
+    i.add_argument("--vcpus", type=positive_int, default=None, metavar="N",
+                   help="the guest's vCPUs, recorded on every row (the models' contender "
+                   "cap: usl-capped, mva, repairman, ticket, mcs, xenblk need it)")
+    i.add_argument("--queues", type=positive_int, default=None, metavar="N",
+                   help="the rings the guest's disk negotiated, recorded on every row "
+                   "(xenblk needs it)")
     i.add_argument("--out", default=None, help="write the table here (.csv or .parquet); an "
                    "existing file is kept unless --overwrite is given and it is a table "
                    "'xbq fio import' wrote")
@@ -87,12 +93,22 @@ def run_import(args: argparse.Namespace) -> int:
     from xbq.study.fio import import_fio
     from xbq.study.results import write_table
 
-    df = import_fio(args.files, series=args.series, series_pattern=args.series_pattern)
+    df = import_fio(args.files, series=args.series, series_pattern=args.series_pattern,
+                    vcpus=args.vcpus, queues=args.queues)
     if args.out:
         write_table(df, args.out, "fio-import",
                     {"command": "xbq fio import", "files": [str(f) for f in args.files],
-                     "series": args.series, "series_pattern": args.series_pattern},
+                     "series": args.series, "series_pattern": args.series_pattern,
+                     "vcpus": args.vcpus, "queues": args.queues},
                     existing="overwrite" if args.overwrite else "refuse")
+    unsaid = [f"--{k}" for k in ("vcpus", "queues") if getattr(args, k) is None]
+    if unsaid:
+        print(f"note: without {' and '.join(unsaid)} the table does not say the guest's "
+              + ("vCPUs (the fits of usl-capped, mva, repairman, ticket, mcs and xenblk "
+                 "need them)" if args.vcpus is None else "")
+              + (" and " if len(unsaid) == 2 else "")
+              + ("rings (xenblk needs them)" if args.queues is None else ""),
+              file=sys.stderr)
     if args.json:
         print(df.to_json(orient="records"))
     elif args.out:

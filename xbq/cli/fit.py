@@ -92,10 +92,14 @@ def run(args: argparse.Namespace) -> int:
     need = (args.series,) if args.series != "series" else ()
     df = load_iops_table(args.file, x=args.x, y=args.y, series=args.series, required=need)
     _, resolved, _ = resolve_x(spec, df, args.x)
-    for p in spec.params:
-        if p.column and p.fixed and p.name not in fix and p.column not in resolved.columns:
-            raise XbqError(f"model {spec.name} needs {p.name} ({p.meaning}): add a "
-                           f"{p.column!r} column or pass --fix {p.name}=VALUE")
+    missing = [p for p in spec.params if p.column and p.fixed and p.name not in fix
+               and p.column not in resolved.columns]
+    if missing:  # every missing setting at once, and where each can come from
+        flags = " ".join(f"--{p.column} N" for p in missing if p.column in ("vcpus", "queues"))
+        raise XbqError(f"model {spec.name} needs " + ", ".join(
+            f"{p.name} ({p.meaning})" for p in missing) + ": add column(s) " + ", ".join(
+            repr(p.column) for p in missing) + (f" (xbq fio import {flags})" if flags else "")
+            + " or pass " + " ".join(f"--fix {p.name}=VALUE" for p in missing))
     result = fit(df, spec, x=args.x, joint=args.joint, fix=fix, free=tuple(args.free),
                  weighting=args.weighting, bootstrap=args.bootstrap,
                  bootstrap_kind=args.resample,

@@ -161,17 +161,22 @@ def build_problems(spec: ModelSpec, df: pd.DataFrame, *, x: str = "jobs", joint:
                        reps=None if reps is None else {s: reps[s] for s in group},
                        points=points)
         distinct = sum(np.unique(xs[s]).size for s in group)
+        # every series a single point (fio sections imported as their own series): the
+        # cure is naming the series, not fixing parameters
+        hint = ("; every series has one point: name them at import (xbq fio import "
+                "--series NAME or --series-pattern REGEX)") \
+            if len(xs) > 1 and all(np.unique(v).size == 1 for v in xs.values()) \
+            else "; add points or fix some with --fix"
         if distinct < prob.k:
             raise XbqError(f"{', '.join(group)}: {distinct} distinct {x} value(s) but {prob.k} "
-                           f"free parameters of {spec.name} ({', '.join(prob.labels)}); add "
-                           "points or fix some with --fix")
+                           f"free parameters of {spec.name} ({', '.join(prob.labels)})"
+                           + hint)
         for s in group:
             own = sum(1 for _, owner in layout if owner == s) \
                 + (sum(1 for _, owner in layout if owner is None) if len(group) == 1 else 0)
             if np.unique(xs[s]).size < own:
                 raise XbqError(f"series {s!r}: {np.unique(xs[s]).size} distinct {x} value(s) "
-                               f"for {own} parameters of its own; add points or fix some "
-                               "with --fix")
+                               f"for {own} parameters of its own" + hint)
         problems.append(prob)
     return problems
 

@@ -257,8 +257,8 @@ def fio_rows(result: FioResult, where: str = "fio result") -> list[dict]:
     return rows
 
 
-def import_fio(paths, *, series: str | None = None, series_pattern: str | None = None
-               ) -> pd.DataFrame:
+def import_fio(paths, *, series: str | None = None, series_pattern: str | None = None,
+               vcpus: int | None = None, queues: int | None = None) -> pd.DataFrame:
     """Read fio JSON files into the tidy IOPS table (:mod:`xbq.study.datasets`' shape).
 
     Parameters
@@ -271,6 +271,10 @@ def import_fio(paths, *, series: str | None = None, series_pattern: str | None =
         A regular expression matched against each job's name; its group ``series`` (or its
         first group, or the whole match) names the row's series. Without either option the
         job name, less a trailing ``-jobs<N>``, is the series.
+    vcpus, queues : int, optional
+        The guest's vCPUs and the rings its disk negotiated, recorded as columns ``vcpus``
+        and ``queues`` of every row (the models' contender cap and xen-blk's rings read
+        them; fio's JSON does not hold them).
 
     Returns
     -------
@@ -293,6 +297,10 @@ def import_fio(paths, *, series: str | None = None, series_pattern: str | None =
             rx = re.compile(series_pattern)
         except re.error as exc:
             raise XbqError(f"bad --series-pattern {series_pattern!r}: {exc}") from None
+    from xbq.checks import check_int
+
+    settings = {k: check_int(k, v, 1, 4096) for k, v in (("vcpus", vcpus), ("queues", queues))
+                if v is not None}
     rows = []
     for path in paths:
         for r in fio_rows(read_fio_json(path), str(path)):
@@ -309,10 +317,10 @@ def import_fio(paths, *, series: str | None = None, series_pattern: str | None =
             else:
                 r["series"] = re.sub(r"[-_]?jobs?\d+$", "", name) or name
             r["file"] = str(path)
-            rows.append(r)
+            rows.append({**r, **settings})
     df = pd.DataFrame(rows)
-    first = ["series", "jobs", "iops", "iodepth", "read_iops", "write_iops", "mbps",
-             "lat_mean_us", "lat_p50_us", "lat_p99_us", "lat_p999_us"]
+    first = ["series", "jobs", "iops", *settings, "iodepth", "read_iops", "write_iops",
+             "mbps", "lat_mean_us", "lat_p50_us", "lat_p99_us", "lat_p999_us"]
     df = df[first + [c for c in df.columns if c not in first]]
     return df.sort_values(["series", "jobs"], kind="stable").reset_index(drop=True)
 

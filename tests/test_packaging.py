@@ -142,3 +142,14 @@ def test_results_name_the_commit_and_whether_it_was_dirty():
     expect = head.stdout.strip() + ("-dirty" if dirty else "")
     assert git_commit() == expect
     assert machine_info()["git_commit"] == expect
+
+
+def test_citation_file_names_the_kit_at_its_version():
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    cff = yaml.safe_load((root / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0"
+    assert {"message", "title", "authors", "version", "license"} <= set(cff)
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert cff["version"] == project["version"] and cff["license"] == project["license"]

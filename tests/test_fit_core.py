@@ -237,3 +237,36 @@ def test_batched_bootstrap_refits_reach_scipys_optimum(model):
             ref = least_squares(fun, best.x, bounds=(prob.lower, prob.upper), x_scale="jac",
                                 ftol=1e-12, xtol=1e-12, gtol=1e-12, max_nfev=5000)
             assert cost[i] <= 2 * ref.cost * (1 + 1e-6) + 1e-300
+
+
+def test_a_parameter_the_data_never_move_fails_the_fit_without_an_r2(cli, tmp_path,
+                                                                     monkeypatch):
+    """A free parameter the model's output does not depend on stays at its start: the fit is
+    reported as failed (no R²), and xbq fit exits non-zero saying which parameter."""
+    from xbq.models import registry as R
+
+    usl = R.get_model("usl")
+    idle = R.ModelSpec("usl-idle", (
+        R.ParamSpec("idle", 0.3, 0.0, 1.0, "1", "a parameter nothing depends on"),),
+        lambda x, P: np.broadcast_to(usl(x), (P.shape[0], np.size(x))).copy(),
+        "a fixed USL curve with one parameter it ignores")
+    monkeypatch.setitem(R.MODELS, "usl-idle", idle)
+    df = synthetic("usl", 0.01, 2)
+    res = fit(df, idle, loo=False, forward=False)
+    e = next(iter(res.series.values()))
+    assert "idle never moved" in e["failed"] and e["r2"] is None and res.r2 is None
+    assert "FIT FAILED" in res.report() and "R² =" not in res.report()
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    r = cli("fit", path, "--model", "usl-idle")
+    assert r.rc == 1 and "FIT FAILED" in r.out and "idle never moved" in r.err
+    # one idle parameter beside fitted ones: the curve is fitted (an R²), the idle one is
+    # named as not determined and shown without a standard error
+    extra = R.ModelSpec("usl-extra", usl.params + (idle.params[0],),
+                        lambda x, P: usl.evaluate(x, P[:, :3]), "USL and an ignored parameter")
+    monkeypatch.setitem(R.MODELS, "usl-extra", extra)
+    res = fit(df, extra, loo=False, forward=False)
+    e = next(iter(res.series.values()))
+    assert "failed" not in e and e["r2"] > 0.9
+    assert any("idle never moved" in w and "not determined" in w for w in res.warnings)
+    assert "idle" in res.report() and "not determined, no standard error" in res.report()

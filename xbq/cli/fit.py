@@ -121,4 +121,10 @@ def run(args: argparse.Namespace) -> int:
             fmt = lambda v: "not reached" if v is None else f"{v:.6g}"  # noqa: E731
             print(f"[[Profile likelihood]] {prof['param']}: best {prof['best']:.6g}, "
                   f"{prof['level']:.0%} interval [{fmt(lo)}, {fmt(hi)}]")
+    failed = sorted({e["failed"] for e in result.series.values() if e.get("failed")})
+    if failed:  # reported above; the exit status says it too
+        import sys
+
+        print(f"xbq fit: fit failed: {'; '.join(failed)}", file=sys.stderr)
+        return 1
     return 0

@@ -39,7 +39,8 @@ def compare(df: pd.DataFrame, models=None, *, x: str = "jobs", bootstrap: int = 
     -------
     pandas.DataFrame
         One row per (model, series): ``model``, ``fit`` (``separate`` or ``joint``), ``k``
-        (free parameters of that fit), ``n``, ``r2``, ``rmse``, ``loo_rmse``, ``aicc``,
+        (free parameters of that fit), ``n``, ``r2`` (None when the fit failed: then a
+        ``failed`` column says why, a parameter never moved from its start), ``rmse``, ``loo_rmse``, ``aicc``,
         ``peak_x`` with ``peak_x_lo``/``peak_x_hi`` and ``peak_iops`` with its interval,
         ``fwd_err_32``/``fwd_err_64`` (relative error when fitted on x <= 16) and
         ``fwd_undetermined`` (parameters the training points leave free). With
@@ -74,7 +75,8 @@ def compare(df: pd.DataFrame, models=None, *, x: str = "jobs", bootstrap: int = 
                 peak_iops=e["peak_iops"], peak_iops_lo=pc["iops"][0],
                 peak_iops_hi=pc["iops"][1], fwd_err_32=ferr.get(32.0),
                 fwd_err_64=ferr.get(64.0),
-                fwd_undetermined=",".join(fwd.get("undetermined", []))))
+                fwd_undetermined=",".join(fwd.get("undetermined", [])),
+                **({"failed": e["failed"]} if e.get("failed") else {})))
     table = pd.DataFrame(rows)
     return (table, fits) if return_fits else table
 
@@ -102,7 +104,8 @@ def comparison_frame(table: pd.DataFrame) -> pd.DataFrame:
         if getattr(r, "fwd_undetermined", ""):
             fwd += f" († {r.fwd_undetermined} not determined by jobs <= 16)"
         loo = _num(None if r.loo_rmse is None else r.loo_rmse / 1e3, ".1f")
-        rows.append((r.model, r.fit, r.series, r.k, f"{r.r2:.3f}", f"{r.rmse / 1e3:.1f}", loo,
+        r2 = "failed" if isinstance(getattr(r, "failed", None), str) else _num(r.r2, ".3f")
+        rows.append((r.model, r.fit, r.series, r.k, r2, f"{r.rmse / 1e3:.1f}", loo,
                      _num(r.aicc, ".1f"), peak_x, peak_y, fwd))
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 

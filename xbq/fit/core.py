@@ -347,8 +347,12 @@ def _fit_group(prob: Problem, rng, *, n_starts, bootstrap, kind, loo, forward, l
     group = dict(problem=prob, theta=theta, cov=cov, rss_w=rss_w, warnings=warnings,
                  peaks=peaks, success=bool(res.success), nfev=int(res.nfev), boot=None,
                  grid=grid)
-    moved = ~np.isclose(theta, starts(prob, 1, rng)[0], rtol=1e-6, atol=0)
-    group["moved"] = moved
+    # a parameter the residuals do not depend on (its Jacobian column, in units of the
+    # parameter, a millionth of the largest or less) never moves from the start it was
+    # given: the data do not constrain it
+    typical = np.maximum(np.abs(theta), np.abs(prob.start_values()))
+    sens = np.linalg.norm(res.jac, axis=0) * typical
+    group["unmoved"] = sens <= 1e-6 * max(float(sens.max()), 1e-300)
     if bootstrap and dof > 0:
         group["boot"] = _bootstrap(prob, theta, res.fun, bootstrap, kind, rng, grid, level,
                                    jac=res.jac)

@@ -126,12 +126,24 @@ class FitResult:
             tag = f"{'+'.join(prob.series)}: "
             gw = [tag + w for w in g["warnings"]]
             typical = prob.start_values()
+            unmoved = []
             for j, label in enumerate(prob.labels):
                 if at_bound(theta[j], prob.lower[j], prob.upper[j], typical[j]):
                     gw.append(f"{tag}{label} is at a bound ({theta[j]:.6g}); its error is not "
                               "meaningful")
-                elif not g["moved"][j]:
-                    gw.append(f"{tag}{label} never moved from its start value")
+                elif g["unmoved"][j]:
+                    unmoved.append(label)
+            # a parameter still at its start was never fitted: no standard error for it,
+            # and when no parameter moved nothing was fitted: the fit failed, no R². (A
+            # model made of regimes, min(...), leaves a regime's parameter unmoved where
+            # its regime is inactive over the data; the rest of the curve is still fitted.)
+            failed = (f"{', '.join(unmoved)} never moved from its start value (the data do "
+                      "not constrain it)") if unmoved and len(unmoved) == k else None
+            if failed:
+                gw.append(f"{tag}fit failed: {failed}")
+            elif unmoved:
+                gw.append(f"{tag}{', '.join(unmoved)} never moved from its start value: "
+                          "not determined by the data (no standard error)")
             if boot is not None:
                 for j, label in enumerate(prob.labels):
                     if boot["at_bound"][j] > 0.2:
@@ -156,7 +168,8 @@ class FitResult:
                         stderr[nm] = _f(se[j])
                         cis[nm] = [_f(ci[j, 0]), _f(ci[j, 1])] if ci is not None else None
                 entry = dict(params=params, free=sorted(stderr), stderr=stderr, ci=cis,
-                             r2=_f(_r2(ys, hat)),
+                             r2=None if failed else _f(_r2(ys, hat)),
+                             **({"failed": failed} if failed else {}),
                              rmse=_f(np.sqrt(np.mean((ys - hat) ** 2))),
                              aic=_f(aic), aicc=_f(aicc_v), aicc_note=note,
                              n=int(m), k=int(k), n_fit=int(n),
@@ -211,9 +224,11 @@ class FitResult:
                 base={s: prob.base[s].tolist() for s in prob.series},
                 data={s: _data(prob, s) for s in prob.series},
                 rss_w=g["rss_w"], n=n, k=k, aic=_f(aic), aicc=_f(aicc_v), aicc_note=note,
-                success=g["success"], nfev=g["nfev"],
+                success=g["success"] and not failed, nfev=g["nfev"],
+                **({"unmoved": unmoved} if unmoved else {}),
                 ci=None if ci is None else ci.tolist()))
-        r2 = _r2(np.concatenate(all_y), np.concatenate(all_hat))
+        failed = any(e.get("failed") for e in per_series.values())
+        r2 = None if failed else _r2(np.concatenate(all_y), np.concatenate(all_hat))
         boot_info = dict(n=int(B), kind=kind, seed=int(seed), level=level) if B else {}
         return cls(spec.name, x, bool(joint), weighting, out_groups, per_series, _f(r2),
                    warnings, boot_info)
@@ -294,7 +309,9 @@ class FitResult:
             b = self.bootstrap
             L.append(f"    bootstrap: {b['n']} {b['kind']} resamples, seed {b['seed']}, "
                      f"{b['level']:.0%} percentile intervals")
-        L.append(f"    R² (all points) = {_fmt(self.r2, '.4f')}")
+        failed = sorted({e["failed"] for e in self.series.values() if e.get("failed")})
+        L.append("    FIT FAILED: " + "; ".join(failed) if failed
+                 else f"    R² (all points) = {_fmt(self.r2, '.4f')}")
         for g in self.groups:
             L.append(f"[[Fit statistics]] {' + '.join(g['series'])}")
             rows = sum(sum(d.get("reps", [])) for d in g["data"].values())
@@ -316,6 +333,8 @@ class FitResult:
                 if at_bound(val, -math.inf if lo is None else lo, math.inf if hi is None else hi,
                             spec.param(name).default):
                     txt += " at its bound: no standard error"
+                elif label in g.get("unmoved", ()):
+                    txt += " never moved from its start: not determined, no standard error"
                 elif se is not None:
                     rel = f" ({abs(se / val):.1%})" if val else ""
                     txt += f" +/- {_fmt(se, '<10.4g')}{rel}"
@@ -351,7 +370,8 @@ class FitResult:
                 pc = e["peak_ci"]
                 peak += (f" ({self.x} [{_fmt(pc['x'][0], 'g')}, {_fmt(pc['x'][1], 'g')}], "
                          f"IOPS [{_fmt(pc['iops'][0])}, {_fmt(pc['iops'][1])}])")
-            L.append(f"    {s}: R² = {_fmt(e.get('r2'), '.4f')}, RMSE = {_fmt(e.get('rmse'))}, "
+            fit_q = "fit failed" if e.get("failed") else f"R² = {_fmt(e.get('r2'), '.4f')}"
+            L.append(f"    {s}: {fit_q}, RMSE = {_fmt(e.get('rmse'))}, "
                      f"LOO RMSE = {_fmt(e.get('loo_rmse'))}; {peak}")
             if e.get("forward"):
                 f = e["forward"]

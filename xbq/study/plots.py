@@ -43,7 +43,8 @@ def plot_fits(data: pd.DataFrame, fits: dict, *, x: str = "jobs", ncols: int = 4
                                 lw=0)
             pts = data[data.series == s]
             ax.scatter(pts[x], pts.iops / 1e3, color=c, s=18, zorder=3, label=s)
-        r2 = ", ".join(f"{v['r2']:.2f}" for v in fits[name].series.values())
+        r2 = ", ".join("failed" if v.get("failed") else f"{v['r2']:.2f}"
+                       for v in fits[name].series.values())
         ax.set_title(f"{name} (R² {r2})", fontsize=9)
         ax.set_xscale("log", base=2)
         ax.set_xlabel(x)

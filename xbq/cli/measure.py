@@ -11,6 +11,7 @@ from xbq.cli import (
     nonnegative_int,
     positive_int,
 )
+from xbq.engines.schema import GUEST_DEFAULTS
 
 LOCKS = ("ticket", "ttas", "mcs", "pv")
 DEVICES = ("null", "ramdisk")
@@ -52,10 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", type=_modes, default=["mq"], metavar="sq|mq",
                    help="sq: one ring, one io_lock; mq: per-queue rings (default mq; "
                    "'sq,mq' measures both)")
-    p.add_argument("--queues", type=positive_int, default=4, metavar="Q",
-                   help="rings in mq mode (default 4, blkfront's max_queues)")
-    p.add_argument("--vcpus", type=positive_int, default=16, metavar="V",
-                   help="guest vCPUs, one thread each (default 16)")
+    p.add_argument("--queues", type=positive_int, default=GUEST_DEFAULTS["queues"],
+                   metavar="Q", help="rings in mq mode (default %(default)s, as xbq simulate: "
+                   "the 2015 guest's)")
+    p.add_argument("--vcpus", type=positive_int, default=GUEST_DEFAULTS["vcpus"], metavar="V",
+                   help="guest vCPUs, one thread each (default %(default)s)")
     p.add_argument("--dom0-vcpus", type=positive_int, default=16, metavar="D",
                    help="dom0 vCPUs running the rings' backends, ring r on r %% D "
                    "(default 16, as the twin)")
@@ -66,8 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="blkback's max_queues (default 16, dom0's vCPUs)")
     p.add_argument("--jobs", type=int_list, default=[1, 4, 8], metavar="1,4,8",
                    help="fio jobs per point, comma-separated (default 1,4,8)")
-    p.add_argument("--iodepth", type=positive_int, default=32, metavar="N",
-                   help="I/Os in flight per job (default 32)")
+    p.add_argument("--iodepth", type=positive_int, default=GUEST_DEFAULTS["iodepth"],
+                   metavar="N", help="I/Os in flight per job (default %(default)s, fio's "
+                   "IOmeter job, as xbq simulate)")
     p.add_argument("--workload", default="iometer", choices=["iometer"],
                    help="fio IOmeter file-server mix (default)")
     p.add_argument("--bssplit", default=None, metavar="SPLIT",

@@ -13,6 +13,7 @@ from xbq.cli import (
     positive_int,
     text_table,
 )
+from xbq.engines.schema import GUEST_DEFAULTS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,9 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "rings (default mq)")
     p.add_argument("--jobs", type=int_list, default=[1, 4, 8, 16, 32, 64],
                    help="comma-separated fio numjobs values (default 1,4,8,16,32,64)")
-    p.add_argument("--queues", type=positive_int, default=16, help="rings in mq mode (default 16)")
-    p.add_argument("--vcpus", type=positive_int, default=16, help="guest vCPUs (default 16)")
-    p.add_argument("--iodepth", type=positive_int, default=64, help="I/Os per job (default 64)")
+    p.add_argument("--queues", type=positive_int, default=GUEST_DEFAULTS["queues"],
+                   help="rings in mq mode (default %(default)s)")
+    p.add_argument("--vcpus", type=positive_int, default=GUEST_DEFAULTS["vcpus"],
+                   help="guest vCPUs (default %(default)s)")
+    p.add_argument("--iodepth", type=positive_int, default=GUEST_DEFAULTS["iodepth"],
+                   help="I/Os per job (default %(default)s)")
     p.add_argument("--duration", type=finite_float, default=0.2,
                    help="measured virtual seconds per point, after warm-up (default 0.2)")
     p.add_argument("--warmup", type=finite_float, default=None,

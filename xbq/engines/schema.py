@@ -125,6 +125,11 @@ def _check_bssplit(value: str) -> str:
 Bssplit = Annotated[Text, AfterValidator(_check_bssplit)]
 
 
+#: Defaults ``xbq measure`` and ``xbq simulate`` share where they mean the same: the 2015
+#: cover letter's guest (16 vCPUs, 16 rings) running fio's IOmeter job (iodepth 64).
+GUEST_DEFAULTS = {"queues": 16, "vcpus": 16, "iodepth": 64}
+
+
 class Point(BaseModel):
     """Everything that determines one run of an engine: frozen, typed, checked whole.
 

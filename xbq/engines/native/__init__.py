@@ -77,7 +77,7 @@ def measure_point(point, *, stall_s: float = 3.0, lock_timeout_s: float = 10.0) 
                                   lock_timeout_s=lock_timeout_s))
 
 
-def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload="iometer",
+def measure(mode="mq", jobs=(1, 4, 8), queues=16, vcpus=16, iodepth=64, workload="iometer",
             device="null", ring_page_order=0, lock="ticket", duration=2.0, warmup=0.5, reps=1,
             seed=0, *, bssplit=None, rwmixread=None, dev_sectors=None,
             backend_max_queues=16, dom0_vcpus=16, job_placement=False, stall_s=3.0,
@@ -92,7 +92,9 @@ def measure(mode="mq", jobs=(1, 4, 8), queues=4, vcpus=16, iodepth=32, workload=
     jobs : int or list of int
         fio jobs (tasks the vCPUs run); each is a point.
     queues : int
-        Rings in mq mode (at most ``vcpus`` and ``backend_max_queues``).
+        Rings in mq mode (at most ``vcpus`` and ``backend_max_queues``). The defaults of
+        ``queues``, ``vcpus`` and ``iodepth`` are the twin's
+        (:data:`xbq.engines.schema.GUEST_DEFAULTS`: the 2015 guest and fio's IOmeter job).
     vcpus : int
         Guest vCPUs, one thread each: a job runs on its vCPU and submits on blk-mq's queue
         for it.

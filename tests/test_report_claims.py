@@ -30,9 +30,20 @@ def test_the_claim_holds_at_every_job_count(sq, mq, says, never):
         assert never not in text
 
 
-def test_repetitions_are_averaged_before_the_claim():
+def test_no_claim_where_the_repetitions_overlap():
     d = _native((2e6, 1e6), (1e6, 2e6), jobs=(1, 4), reps=3)
-    d.loc[(d["mode"] == "mq") & (d["jobs"] == 4) & (d["rep"] == 0), "iops"] = 1.0  # one bad rep
     text = native_claims(d)[0]
-    # the rings' mean at 4 jobs is (0 + 2M + 2M) / 3 = 1.33M >= 1M: they still beat it there
-    assert "from 4 jobs on (not at 1)" in text and "the rings' 1,333k" in text
+    assert "from 4 jobs on (not at 1)" in text and "3 repetitions" in text
+    assert "overlap" not in text
+    # one bad repetition of the rings at 4 jobs: their range now reaches below the single
+    # ring's, so 4 jobs is no longer a win, and the text says it makes no claim there
+    d.loc[(d["mode"] == "mq") & (d["jobs"] == 4) & (d["rep"] == 0), "iops"] = 1.0
+    text = native_claims(d)[0]
+    assert "at none of the job counts" in text
+    assert "At 4 jobs the two overlap" in text and "no claim" in text
+    assert "the rings' 1,333k" in text  # the mean, (1 + 2M + 2M) / 3
+
+
+def test_a_single_run_a_point_is_said():
+    text = native_claims(_native((1e6,), (2e6,), jobs=(1,)))[0]
+    assert "one run a point" in text and "overlap" not in text

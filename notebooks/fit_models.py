@@ -34,15 +34,14 @@ import matplotlib
 
 if "ipykernel" not in sys.modules:  # plain `python notebooks/fit_models.py`: no display
     matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from xbq.fit import compare
 from xbq.fit.compare import comparison_frame
 from xbq.models import ld_mva, ld_mva_textbook
 from xbq.study.datasets import load_seed
+from xbq.study.plots import plot_fit_bands, plot_residuals
 from xbq.study.tables import parameter_table
 
 OUT = Path(out_dir) / "figures"
@@ -74,20 +73,13 @@ params.style.hide(axis="index").format(precision=4)
 
 # %%
 pred = pd.concat([f.predictions() for f in fits.values()], ignore_index=True)
-curves = pred[pred.kind == "curve"]
 data = pred[pred.kind == "data"]
-g = sns.FacetGrid(curves, col="model", col_wrap=4, hue="series", sharey=False, height=2.6)
-g.map_dataframe(sns.lineplot, x="x", y="fit")
-for ax, (name, sub) in zip(g.axes.flat, curves.groupby("model", sort=False), strict=False):
-    for i, (_s, part) in enumerate(sub.groupby("series")):
-        ax.fill_between(part.x, part.lo, part.hi, alpha=0.2, color=f"C{i}")
-    d = data[data.model == name]
-    for i, (_s, part) in enumerate(d.groupby("series")):
-        ax.scatter(part.x, part.iops, color=f"C{i}", s=14, zorder=3)
-    ax.set_xscale("log", base=2)
-g.add_legend()
-g.set_axis_labels("fio jobs", "IOPS")
-g.savefig(OUT / "fit_models-fits.png", dpi=110)
+fig = plot_fit_bands(pred)
+fig.savefig(OUT / "fit_models-fits.png", dpi=110)
+
+# %% [markdown]
+# **Figure 1.** Every model fitted to the published table, one panel per model: the fitted
+# curve of each series, its 95 % bootstrap band and the data.
 
 # %% [markdown]
 # ## Residuals
@@ -96,15 +88,12 @@ g.savefig(OUT / "fit_models-fits.png", dpi=110)
 # produce the multi-ring fall at all.
 
 # %%
-fig, ax = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
-for axis, (s, part) in zip(ax, data.groupby("series"), strict=True):
-    sns.lineplot(part, x="x", y="rel_residual", hue="model", marker="o", ax=axis)
-    axis.axhline(0, color="k", lw=0.8)
-    axis.set_xscale("log", base=2)
-    axis.set_title(s)
-    axis.set_ylabel("(observed - fit) / fit")
-fig.tight_layout()
+fig = plot_residuals(data)
 fig.savefig(OUT / "fit_models-residuals.png", dpi=110)
+
+# %% [markdown]
+# **Figure 2.** Relative residuals, (observed − fit) / fit, of every model against fio jobs,
+# one panel per series: a model that fits leaves no pattern.
 
 # %% [markdown]
 # ## Why the load-dependent MVA here is computed in log space

@@ -55,6 +55,10 @@ fig.savefig(FIGURES / "own_data-iops.png", dpi=110, bbox_inches="tight")
 plt.show()
 
 # %% [markdown]
+# **Figure 1.** Your fio results: IOPS against fio jobs per series (mean and min-max when a
+# point was repeated).
+
+# %% [markdown]
 # ## The models on your table
 #
 # The same comparison as for the seed (`xbq.fit.compare`), with the guest's vCPUs as the
@@ -72,3 +76,8 @@ scores
 fig = plot_fits(table, fits)
 fig.savefig(FIGURES / "own_data-fits.png", dpi=110, bbox_inches="tight")
 plt.show()
+
+
+# %% [markdown]
+# **Figure 2.** The models fitted to your fio results, with bootstrap bands and the R² of
+# each fit.

@@ -60,6 +60,11 @@ fig = plot_time_breakdown(states)
 fig.savefig(FIGURES / "twin_time-states.png", dpi=110, bbox_inches="tight")
 plt.show()
 
+# %% [markdown]
+# **Figure 1.** Where the time goes in the calibrated twin: the share of guest and dom0 vCPU
+# time spinning on a lock, holding one, doing other work and idle, against fio jobs, for
+# each driver.
+
 # %%
 states.pivot_table(index=["group", "series", "jobs"], columns="state",
                    values="fraction").round(3)
@@ -75,6 +80,10 @@ counts = per_request(twin)
 fig = plot_per_request(counts)
 fig.savefig(FIGURES / "twin_time-per-request.png", dpi=110, bbox_inches="tight")
 plt.show()
+
+# %% [markdown]
+# **Figure 2.** Per request in the calibrated twin: notifications each way, interrupts,
+# context switches and requests per backend batch, against fio jobs.
 
 # %%
 counts.pivot_table(index=["series", "jobs"], columns="metric", values="value").round(3)

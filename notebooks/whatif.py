@@ -35,7 +35,7 @@ import pandas as pd
 
 from xbq.engines.des.params import load_params
 from xbq.study.paths import data_dir
-from xbq.study.plots import plot_whatifs
+from xbq.study.plots import plot_rings, plot_whatifs
 from xbq.study.whatif import WHATIFS, run_whatifs
 
 FIGURES = Path(out_dir) / "figures"
@@ -49,6 +49,10 @@ runs.to_csv(Path(out_dir) / "whatif.csv", index=False)
 fig = plot_whatifs(runs)
 fig.savefig(FIGURES / "whatif-iops.png", dpi=110, bbox_inches="tight")
 plt.show()
+
+# %% [markdown]
+# **Figure 1.** What-ifs in the calibrated twin: IOPS against fio jobs when one mechanism is
+# changed at a time (the legend names each change), beside the calibrated twin.
 
 # %% [markdown]
 # IOPS of each variant relative to the baseline at the same job count:
@@ -70,13 +74,13 @@ wide = runs.pivot_table(index=["series", "jobs"], columns="variant", values="iop
 # %%
 pred = pd.read_csv(data_dir() / "predictions" / "rings-16jobs.csv")
 pred_wide = pred.pivot(index="queues", columns="variant", values="iops")
-fig, ax = plt.subplots(figsize=(6, 3.5))
-for name in pred_wide.columns:
-    ax.plot(pred_wide.index, pred_wide[name] / 1e3, marker="o", label=name)
-ax.set(xscale="log", xlabel="rings (16 fio jobs, 16 vCPUs)", ylabel="IOPS (thousands)",
-       title="the calibrated twin's predictions")
-ax.set_xticks(pred_wide.index, [str(int(q)) for q in pred_wide.index])
-ax.legend(fontsize=8)
+fig = plot_rings(pred_wide)
 fig.savefig(FIGURES / "predictions-rings.png", dpi=110, bbox_inches="tight")
 plt.show()
 (pred_wide / 1e3).round(0)
+
+
+# %% [markdown]
+# **Figure 2.** The calibrated twin's predictions of IOPS against the ring count at 16 fio
+# jobs for each variant (shared or per-ring backend pools, MCS locks, larger rings), made
+# before any such table was fitted.

@@ -203,3 +203,70 @@ def plot_twin_native(table: pd.DataFrame):
         ax.set_visible(False)
     fig.tight_layout()
     return fig
+
+
+def plot_fit_bands(pred: pd.DataFrame):
+    """Each model's fitted curves with their bootstrap bands and the data, one panel per model.
+
+    Parameters
+    ----------
+    pred : pandas.DataFrame
+        :meth:`xbq.fit.FitResult.predictions` of several fits concatenated: ``model``,
+        ``series``, ``kind`` (``curve`` or ``data``), ``x``, ``fit``, ``lo``, ``hi``, ``iops``.
+    """
+    curves = pred[pred.kind == "curve"]
+    data = pred[pred.kind == "data"]
+    g = sns.FacetGrid(curves, col="model", col_wrap=4, hue="series", sharey=False, height=2.6)
+    g.map_dataframe(sns.lineplot, x="x", y="fit")
+    for ax, (name, sub) in zip(g.axes.flat, curves.groupby("model", sort=False), strict=False):
+        for i, (_s, part) in enumerate(sub.groupby("series")):
+            ax.fill_between(part.x, part.lo, part.hi, alpha=0.2, color=f"C{i}")
+        d = data[data.model == name]
+        for i, (_s, part) in enumerate(d.groupby("series")):
+            ax.scatter(part.x, part.iops, color=f"C{i}", s=14, zorder=3)
+        ax.set_xscale("log", base=2)
+    g.add_legend()
+    g.set_axis_labels("fio jobs", "IOPS")
+    return g.figure
+
+
+def plot_residuals(data: pd.DataFrame):
+    """Relative residuals of every model against the job count, one panel per series.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        The ``kind == "data"`` rows of :meth:`xbq.fit.FitResult.predictions`: ``series``,
+        ``model``, ``x`` (fio jobs), ``rel_residual``.
+    """
+    series = sorted(data["series"].unique())
+    fig, ax = plt.subplots(1, len(series), figsize=(5.5 * len(series), 3.6), sharey=True,
+                           squeeze=False)
+    for axis, s in zip(ax.flat, series, strict=True):
+        part = data[data["series"] == s]
+        sns.lineplot(part, x="x", y="rel_residual", hue="model", marker="o", ax=axis)
+        axis.axhline(0, color="k", lw=0.8)
+        axis.set_xscale("log", base=2)
+        axis.set_title(s)
+        axis.set_xlabel("fio jobs")
+        axis.set_ylabel("relative residual, (observed - fit) / fit")
+    fig.tight_layout()
+    return fig
+
+
+def plot_rings(pred_wide: pd.DataFrame, *, jobs: int = 16, vcpus: int = 16):
+    """Predicted IOPS against the ring count, one line per variant.
+
+    Parameters
+    ----------
+    pred_wide : pandas.DataFrame
+        Index: rings; one column of IOPS per variant.
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name in pred_wide.columns:
+        ax.plot(pred_wide.index, pred_wide[name] / 1e3, marker="o", label=name)
+    ax.set(xscale="log", xlabel=f"rings ({jobs} fio jobs, {vcpus} vCPUs)",
+           ylabel="IOPS (thousands)", title="the calibrated twin's predictions")
+    ax.set_xticks(pred_wide.index, [str(int(q)) for q in pred_wide.index])
+    ax.legend(fontsize=8)
+    return fig

@@ -27,11 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated subset of steps (default all: {','.join(STEPS)})")
     p.add_argument("--force", action="store_true", help="rerun steps that could be reused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--archive", metavar="FILE.tar.gz", default=None,
+                   help="then pack the site (self-contained pages), the data, the source at "
+                   "its commit, the exact environment and the one command that reruns it "
+                   "into this file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     steps = None if args.steps is None else [s.strip() for s in args.steps.split(",")]
+    if args.archive:  # refused before anything runs
+        from xbq.study.archive import check_target
+
+        check_target(args.archive)
     failed = reproduce(args.out, quick=args.quick, steps=steps, force=args.force,
                        progress=not args.no_progress,
                        echo=lambda line: print(line, flush=True))
@@ -39,4 +47,10 @@ def run(args: argparse.Namespace) -> int:
         raise XbqError(f"step(s) failed: {', '.join(failed)} (see {args.out}/<step>.error.txt "
                        f"and {args.out}/index.html)")
     print(f"wrote {args.out}/index.html")
+    if args.archive:
+        from xbq.study.archive import write_archive
+
+        info = write_archive(args.out, args.archive, quick=args.quick, steps=steps)
+        print(f"wrote {info['path']}: {info['bytes'] / 1e6:.1f} MB, {info['members']} files; "
+              f"rerun with: tar xzf {info['path']} && {info['command']}")
     return 0

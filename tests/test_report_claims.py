@@ -47,3 +47,21 @@ def test_no_claim_where_the_repetitions_overlap():
 def test_a_single_run_a_point_is_said():
     text = native_claims(_native((1e6,), (2e6,), jobs=(1,)))[0]
     assert "one run a point" in text and "overlap" not in text
+
+
+def test_the_abstract_reads_its_figures_from_the_data():
+    from xbq.study.report import abstract
+
+    jobs = (1, 8, 64)
+    seed = pd.DataFrame([dict(series=s, jobs=j, iops=v) for s, vals in
+                         (("single_ring", (5e4, 9e4, 6e4)), ("multi_ring", (5e4, 4e5, 2e5)))
+                         for j, v in zip(jobs, vals, strict=True)])
+    twin = pd.DataFrame([dict(series="multi_ring", jobs=64, util_dom0_spin=0.85,
+                              util_vcpu_spin=0.1)])
+    text = abstract(seed, twin)
+    assert "peaks at 90k IOPS (8 jobs)" in text and "reach 400k (8 jobs, 4.4x)" in text
+    assert "fall to 200k at 64 jobs" in text and "spend 85% of their time spinning" in text
+    # other data, other words: nothing is written in advance
+    twin.loc[0, "util_dom0_spin"] = 0.05
+    assert "spend 5% of their time" in abstract(seed, twin)
+    assert abstract(seed, None).endswith("at 64 jobs.")

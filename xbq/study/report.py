@@ -32,7 +32,8 @@ td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}th{background:#f3
 td.l,th.l{text-align:left}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}
 figcaption{font-size:.85em;color:#555}code{background:#f4f4f4;padding:0 .2em}
 .bad{color:#b03a2e;font-weight:bold}.ok{color:#1e8449}.claim{margin:.4em 0}
-.note{color:#666;font-size:.9em}"""
+.note{color:#666;font-size:.9em}
+.abstract{background:#f6f8fa;border-left:4px solid #2471a3;padding:.6em 1em}"""
 
 
 def _e(text) -> str:
@@ -78,6 +79,38 @@ def _pct(v) -> str:
 
 
 # --- the claims, each from its data -----------------------------------------------------------
+
+
+#: Where the published table comes from (data/seed/xen-blkmq-rfc-2015.md).
+SEED_SOURCE = ("Bob Liu, \"[RFC PATCH 00/10] Multi-queue support for xen-block driver\", "
+               "LKML and xen-devel, 2015-02-15", "https://lkml.org/lkml/2015/2/15/46")
+
+
+def abstract(seed: pd.DataFrame | None, twin: pd.DataFrame | None) -> str:
+    """The page's answer in a few sentences, every figure read from the data: how far the
+    published rings go and where they fall, and what the calibrated twin says is spent where
+    they fall (dom0's vCPUs spinning on the shared backend lock, the guest's on its own)."""
+    if seed is None:
+        return ""
+    wide = seed.pivot_table(index="jobs", columns="series", values="iops")
+    if not {"single_ring", "multi_ring"} <= set(wide.columns):
+        return ""
+    mq, sq = wide["multi_ring"], wide["single_ring"]
+    last = int(wide.index[-1])
+    text = (f"In the 2015 measurement the single ring peaks at {_k(sq.max())} IOPS "
+            f"({int(sq.idxmax())} jobs); 16 per-queue rings reach {_k(mq.max())} "
+            f"({int(mq.idxmax())} jobs, {mq.max() / sq.max():.1f}x) and then fall to "
+            f"{_k(mq.iloc[-1])} at {last} jobs.")
+    if twin is not None and "util_dom0_spin" in twin:
+        t = twin.set_index(["series", "jobs"])
+        if ("multi_ring", last) in t.index:
+            r = t.loc[("multi_ring", last)]
+            text += (f" In the calibrated twin the rings' fall is the backend's: at {last} jobs "
+                     f"dom0's vCPUs spend {r['util_dom0_spin']:.0%} of their time spinning on "
+                     f"the device-wide backend lock (the guest's vCPUs "
+                     f"{r['util_vcpu_spin']:.0%} on their ring locks); the twin's chapters "
+                     "say how far that is identified by the table, and what would decide it.")
+    return text
 
 
 def seed_claims(seed: pd.DataFrame) -> list[str]:
@@ -275,6 +308,9 @@ def write_report(out, state: dict, *, quick: bool = False) -> tuple[Path, list[s
              f"</title><style>{CSS}</style></head><body>",
              "<h1>xbq: one ring behind one lock, or per-queue rings</h1>",
              f"<p>{_e(QUESTION)}</p>"]
+    summary = abstract(seed, twin)
+    if summary:
+        parts.append(f'<p class="abstract"><b>Answer.</b> {_e(summary)}</p>')
     if failed:
         parts.append(f'<p class="bad">Step(s) failed: {_e(", ".join(failed))}; see the steps '
                      "table and <code>&lt;step&gt;.error.txt</code>. Sections that need them "
@@ -297,21 +333,30 @@ def write_report(out, state: dict, *, quick: bool = False) -> tuple[Path, list[s
             for c in t.columns:
                 view[f"twin {c}"] = view["jobs"].map(t[c])
                 view[f"twin error {c}"] = view["jobs"].map(e[c])
-        if native is not None:  # mean (min-max) over the repetitions
-            g = native.groupby(["jobs", "mode"])["iops"]
-            n = g.mean().unstack("mode")
-            lo, hi = g.min().unstack("mode"), g.max().unstack("mode")
-            for c in n.columns:
-                view[f"this machine {c}"] = view["jobs"].map(
-                    lambda j, c=c: np.nan if j not in n.index else
-                    f"{_k(n.loc[j, c])} ({_k(lo.loc[j, c])}-{_k(hi.loc[j, c])})")
-        fmt = {c: (_pct if "error" in c else str if c.startswith("this machine") else _k)
-               for c in view.columns if c != "jobs"}
+        fmt = {c: (_pct if "error" in c else _k) for c in view.columns if c != "jobs"}
         fmt["jobs"] = lambda v: f"{int(v)}"
+        parts.append(f'<p class="note">Table 1. IOPS of the 16-vCPU guest as published '
+                     f'({_e(SEED_SOURCE[0])}, <a href="{SEED_SOURCE[1]}">{SEED_SOURCE[1]}</a>;'
+                     " data/seed/xen-blkmq-rfc-2015.md), and the calibrated twin at the same "
+                     "points with its error.</p>")
         parts.append(_table(view, fmt))
         parts.append(_claims(seed_claims(seed) + (twin_claims(twin) if twin is not None
-                                                  else [])
-                             + (native_claims(native) if native is not None else [])))
+                                                  else [])))
+    if native is not None:  # this machine: another guest, its own table
+        g = native.groupby(["jobs", "mode"])["iops"]
+        n, lo, hi = (g.mean().unstack("mode"), g.min().unstack("mode"),
+                     g.max().unstack("mode"))
+        here = pd.DataFrame({"jobs": n.index})
+        for c in n.columns:
+            here[f"{c} mean (min-max)"] = [f"{_k(n.loc[j, c])} ({_k(lo.loc[j, c])}-"
+                                           f"{_k(hi.loc[j, c])})" for j in n.index]
+        cpus = int(native["usable_cpus"].iloc[0]) if "usable_cpus" in native else "?"
+        reps = int(g.size().min())
+        parts.append(f'<p class="note">Table 2. The native engine on this machine ({cpus} '
+                     f"CPUs, {reps} run{'s' if reps > 1 else ''} a point): another guest on other hardware, not "
+                     "comparable point for point with Table 1.</p>")
+        parts.append(_table(here, {"jobs": lambda v: f"{int(v)}"}))
+        parts.append(_claims(native_claims(native)))
     parts.append(_figure(out, "figures/twin.png", "The published table (left) and the "
                          "discrete-event twin with the committed calibration (right).",
                          "xbq reproduce --steps twin --force"))

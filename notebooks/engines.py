@@ -45,7 +45,7 @@ from xbq.engines.des.params import load_params
 from xbq.engines.des.table import simulate_table
 from xbq.fit import fit
 from xbq.study.datasets import load_seed
-from xbq.study.paths import data_dir
+from xbq.study.paths import calibration_file, data_dir
 from xbq.study.plots import plot_fits, plot_iops
 
 SERIES = {"sq": "single_ring", "mq": "multi_ring"}
@@ -80,7 +80,7 @@ if native_csv is not None and Path(native_csv).exists():
 # simulate_table`); the calibration itself used at least 200k requests per point.
 
 # %%
-params = load_params(data_dir() / "calibrated" / "des-params.json")
+params = load_params(calibration_file())
 if twin_csv is not None and Path(twin_csv).exists():
     twin = pd.read_csv(twin_csv)
 else:

@@ -36,12 +36,12 @@ from xbq.engines.des.params import load_params
 from xbq.engines.des.table import simulate_table
 from xbq.study.breakdown import per_request, time_breakdown
 from xbq.study.datasets import load_seed
-from xbq.study.paths import data_dir
+from xbq.study.paths import calibration_file
 from xbq.study.plots import plot_per_request, plot_time_breakdown
 
 FIGURES = Path(out_dir) / "figures"
 FIGURES.mkdir(parents=True, exist_ok=True)
-params = load_params(data_dir() / "calibrated" / "des-params.json")
+params = load_params(calibration_file())
 twin = simulate_table(load_seed(), params, duration=0.01 if quick else 0.1, seed=seed)
 twin.to_csv(Path(out_dir) / "twin_time.csv", index=False)
 twin[["series", "jobs", "iops", "iops_table", "rel_error"]].round(3)

@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from xbq.engines.des.params import load_params
-from xbq.study.paths import data_dir
+from xbq.study.paths import calibration_file, data_dir
 from xbq.study.plots import plot_rings, plot_whatifs
 from xbq.study.whatif import WHATIFS, run_whatifs
 
@@ -43,7 +43,7 @@ FIGURES.mkdir(parents=True, exist_ok=True)
 pd.DataFrame({n: {"what changes": w[0]} for n, w in WHATIFS.items()}).T
 
 # %%
-params = load_params(data_dir() / "calibrated" / "des-params.json")
+params = load_params(calibration_file())
 runs = run_whatifs(params, duration=0.005 if quick else 0.05, seed=seed)
 runs.to_csv(Path(out_dir) / "whatif.csv", index=False)
 fig = plot_whatifs(runs)

@@ -147,7 +147,7 @@ def test_uncalibrated_costs_are_said_once_on_stderr(cli):
     res = cli("simulate", "--mode", "mq", "--jobs", "1", "--duration", "0.002")
     assert res.rc == 0
     lines = [line for line in res.err.splitlines() if "not calibrated" in line]
-    assert len(lines) == 1 and "--params data/calibrated/des-params.json" in lines[0]
+    assert len(lines) == 1 and "--params data/calibrated/des-params-determined.json" in lines[0]
     res = cli("simulate", "--mode", "mq", "--jobs", "1", "--duration", "0.002", "--params",
               "data/calibrated/des-params.json")
     assert res.rc == 0 and "not calibrated" not in res.err

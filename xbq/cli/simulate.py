@@ -44,9 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         ">= 2 ms); the warm-up also lasts until 3 x jobs x iodepth I/Os are done")
     p.add_argument("--seed", type=nonnegative_int, default=1, help="random seed (default 1)")
     p.add_argument("--params", metavar="FILE", default=None,
-                   help="TOML or JSON cost overrides (e.g. data/calibrated/des-params.json, "
-                   "the calibration to the 2015 table; without it the default, uncalibrated "
-                   "costs, which the command says on stderr)")
+                   help="TOML or JSON cost overrides (e.g. "
+                   "data/calibrated/des-params-determined.json, the calibration to the 2015 "
+                   "table; without it the default, uncalibrated costs, which the command says "
+                   "on stderr)")
     p.add_argument("--out", metavar="FILE", default=None,
                    help="also append the rows to FILE (.csv or .parquet) as they finish; "
                    "points already in FILE are not simulated again")
@@ -97,5 +98,5 @@ def run(args: argparse.Namespace) -> int:
         import sys
 
         print("xbq simulate: the default costs, not calibrated; for the twin calibrated to the "
-              "2015 table add --params data/calibrated/des-params.json", file=sys.stderr)
+              "2015 table add --params data/calibrated/des-params-determined.json", file=sys.stderr)
     return 0

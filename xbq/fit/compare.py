@@ -40,7 +40,8 @@ def compare(df: pd.DataFrame, models=None, *, x: str = "jobs", bootstrap: int = 
     pandas.DataFrame
         One row per (model, series): ``model``, ``fit`` (``separate`` or ``joint``), ``k``
         (free parameters of that fit), ``n``, ``r2`` (None when the fit failed: then a
-        ``failed`` column says why, a parameter never moved from its start), ``rmse``, ``loo_rmse``, ``aicc``,
+        ``failed`` column says why, no parameter moved from its start), ``rmse``,
+        ``loo_rmse``, ``aicc``,
         ``peak_x`` with ``peak_x_lo``/``peak_x_hi`` and ``peak_iops`` with its interval,
         ``fwd_err_32``/``fwd_err_64`` (relative error when fitted on x <= 16) and
         ``fwd_undetermined`` (parameters the training points leave free). With

@@ -96,11 +96,11 @@ def main(argv=None) -> int:
     from xbq.engines.des.params import load_params
     from xbq.errors import XbqError
     from xbq.study.calibrate import as_verified
-    from xbq.study.paths import data_dir, provenance
+    from xbq.study.paths import calibration_file, data_dir, provenance
 
     ap = argparse.ArgumentParser(prog="python -m xbq.study.predictions",
                                  description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default=str(data_dir() / "calibrated" / "des-params.json"))
+    ap.add_argument("--params", default=str(calibration_file()))
     ap.add_argument("--out", default=str(data_dir() / "predictions"))
     ap.add_argument("--duration", type=float, default=0.2)
     args = ap.parse_args(argv)

@@ -352,8 +352,9 @@ def write_report(out, state: dict, *, quick: bool = False) -> tuple[Path, list[s
                                            f"{_k(hi.loc[j, c])})" for j in n.index]
         cpus = int(native["usable_cpus"].iloc[0]) if "usable_cpus" in native else "?"
         reps = int(g.size().min())
+        runs = f"{reps} runs" if reps > 1 else "1 run"
         parts.append(f'<p class="note">Table 2. The native engine on this machine ({cpus} '
-                     f"CPUs, {reps} run{'s' if reps > 1 else ''} a point): another guest on other hardware, not "
+                     f"CPUs, {runs} a point): another guest on other hardware, not "
                      "comparable point for point with Table 1.</p>")
         parts.append(_table(here, {"jobs": lambda v: f"{int(v)}"}))
         parts.append(_claims(native_claims(native)))

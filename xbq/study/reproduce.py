@@ -37,7 +37,7 @@ from pathlib import Path
 
 from xbq.errors import XbqError
 from xbq.study.chapters import CHAPTERS
-from xbq.study.paths import PACKAGE_DIR, data_dir, git_commit
+from xbq.study.paths import PACKAGE_DIR, git_commit
 
 #: Configurations of the seed experiment: a 16-vCPU guest on a 16-vCPU dom0.
 SEED_CONFIGS = {"single_ring": dict(max_queues=1), "multi_ring": dict(max_queues=16)}
@@ -127,10 +127,12 @@ def step_models(ctx: Context) -> str:
 
 
 def calibrated_params():
-    """The committed calibration of the twin (``data/calibrated/des-params.json``), or None."""
+    """The committed calibration of the twin (:func:`xbq.study.paths.calibration_file`), or
+    None."""
     from xbq.engines.des.params import load_params
+    from xbq.study.paths import calibration_file
 
-    path = data_dir() / "calibrated" / "des-params.json"
+    path = calibration_file()
     return load_params(path) if path.exists() else None
 
 
@@ -152,7 +154,9 @@ def step_twin(ctx: Context) -> str:
                     title="16-vCPU guest, IOmeter, null device")
     fig.savefig(ctx.figures / "twin.png", dpi=120, bbox_inches="tight")
     err = twin.rel_error.abs()
-    source = "des-params.json" if params is not None else "default costs (no calibration)"
+    from xbq.study.paths import CALIBRATION
+
+    source = CALIBRATION if params is not None else "default costs (no calibration)"
     return (f"params {source}: median |error| {err.median():.0%}, max {err.max():.0%}, "
             f"{int((err <= 0.10).sum())} of {len(twin)} seed points within 10 %")
 

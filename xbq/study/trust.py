@@ -49,6 +49,7 @@ from xbq.engines.des.params import DesParams
 from xbq.errors import XbqError
 from xbq.study import identify
 from xbq.study.calibrate import _simulate_points, calibrate, fit_machine, write_result
+from xbq.study.paths import provenance
 
 #: The 8 machine settings of the eleven-cost calibration (data/calibrated/README.md).
 MACHINES = [{"job_placement": float(jp), "irq_spread": float(irq), "fe_lock_per_ring": float(fl)}
@@ -94,6 +95,7 @@ class Steps:
         print(f"[{name}] running", file=sys.stderr)
         out = fn()
         out["seconds"] = round(time.perf_counter() - t0, 1)
+        out["provenance"] = provenance("python -m xbq.study.trust " + " ".join(sys.argv[1:]))
         self.data[name] = out
         write_result(self.data, self.path)
         print(f"[{name}] done in {out['seconds']:.0f} s", file=sys.stderr)
@@ -142,7 +144,8 @@ def run(args) -> dict:
                             fit_requests=args.fit_requests, seed=seeds, max_nfev=args.max_nfev,
                             final_requests=args.final_requests, mapper=mapper,
                             checkpoint=f"{args.out}.calibration.partial.jsonl")
-            out = res.to_dict()
+            out = {**res.to_dict(), "provenance": provenance(
+                "python -m xbq.study.trust " + " ".join(sys.argv[1:]))}
             fixed = [n for n in old_names if n not in chosen]
             out["fixed_at_documented_default"] = {n: getattr(defaults, n) for n in fixed}
             write_result(out, args.params_out)

@@ -29,7 +29,7 @@ quick = False  # 100 bootstrap resamples instead of 1000
 out_dir = "out"
 fio_files = None  # fio JSON result files; None: the example in data/examples/
 series = None  # the series every row belongs to; None: from the fio job names
-vcpus = 2  # the guest's vCPUs (the example ran on the 2-vCPU development VM)
+vcpus = 2  # the guest's vCPUs (the example ran on the 2-vCPU development VM; None: unknown)
 queues = None  # the rings its disk negotiated (None: not recorded; xen-blk is then skipped)
 
 # %%
@@ -46,8 +46,9 @@ FIGURES = Path(out_dir) / "figures"
 FIGURES.mkdir(parents=True, exist_ok=True)
 files = fio_files or sorted((data_dir() / "examples").glob("fio-*.json"))
 table = import_fio(files, series=series, vcpus=vcpus, queues=queues)
-table[["series", "jobs", "vcpus", "iodepth", "iops", "read_iops", "write_iops", "lat_mean_us",
-       "lat_p99_us", "fio_version"]]
+settings = [c for c in ("vcpus", "queues") if c in table]
+table[["series", "jobs", *settings, "iodepth", "iops", "read_iops", "write_iops",
+       "lat_mean_us", "lat_p99_us", "fio_version"]]
 
 # %%
 fig = plot_iops({"your fio results": table})
@@ -66,9 +67,9 @@ plt.show()
 # says so rather than hiding it.
 
 # %%
-scores, fits = compare(table[["series", "jobs", "iops", "vcpus"]
-                             + (["queues"] if queues else [])], bootstrap=100 if quick else 1000,
-                       seed=0, return_fits=True, on_error="note")
+scores, fits = compare(table[["series", "jobs", "iops", *settings]],
+                       bootstrap=100 if quick else 1000, seed=0, return_fits=True,
+                       on_error="note")
 scores.to_csv(Path(out_dir) / "own_data-models.csv", index=False)
 scores
 

@@ -49,3 +49,41 @@ def test_sections_imported_as_their_own_series_get_the_series_hint(cli, tmp_path
     assert df["series"].nunique() == len(df)  # one series per section
     msg = cli("fit", out, "--model", "usl").one_line_error("one point")
     assert "--series" in msg and "--fix" not in msg
+
+
+def test_reproduce_own_puts_your_fio_results_into_the_published_page(tmp_path):
+    """xbq reproduce --own FILE: the own_data chapter fits the reader's file (its series and
+    vCPUs), and a changed file is not reused from a previous run."""
+    import json
+
+    import pandas as pd
+
+    from xbq.study.reproduce import reproduce
+
+    mine = tmp_path / "mine.json"
+    doc = json.loads(FIO.read_text())
+    for job in doc["jobs"]:
+        job["jobname"] = job["jobname"].replace("iometer", "myguest")
+    mine.write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    lines = []
+    assert reproduce(out, quick=True, steps=["own_data"], progress=False, echo=lines.append,
+                     own=[mine], own_vcpus=4) == []
+    scores = pd.read_csv(out / "own_data-models.csv")
+    assert set(scores["series"]) - {"all"} == {"myguest"}
+    page = (out / "chapters" / "own_data.html").read_text()
+    assert "myguest" in page
+    # the same file again: reused; another file: run again
+    lines.clear()
+    reproduce(out, quick=True, steps=["own_data"], progress=False, echo=lines.append,
+              own=[mine], own_vcpus=4)
+    assert any("[own_data] reused" in s for s in lines)
+    lines.clear()
+    reproduce(out, quick=True, steps=["own_data"], progress=False, echo=lines.append,
+              own=[mine], own_vcpus=8)
+    assert not any("[own_data] reused" in s for s in lines)
+
+
+def test_reproduce_own_refuses_a_missing_file(cli, tmp_path):
+    cli("reproduce", "--own", tmp_path / "none.json", "--out", tmp_path / "o") \
+        .one_line_error("no such file")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from xbq.cli import positive_int
 from xbq.errors import XbqError
 from xbq.study.reproduce import STEPS, reproduce
 
@@ -27,6 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated subset of steps (default all: {','.join(STEPS)})")
     p.add_argument("--force", action="store_true", help="rerun steps that could be reused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--own", nargs="+", metavar="FIO_JSON", default=(),
+                   help="your own fio JSON results: the own_data chapter of the published "
+                   "page fits them instead of the example")
+    p.add_argument("--own-vcpus", type=positive_int, default=None, metavar="N",
+                   help="the vCPUs of the guest your fio results come from")
+    p.add_argument("--own-queues", type=positive_int, default=None, metavar="N",
+                   help="the rings its disk negotiated")
     p.add_argument("--archive", metavar="FILE.tar.gz", default=None,
                    help="then pack the site (self-contained pages), the data, the source at "
                    "its commit, the exact environment and the one command that reruns it "
@@ -42,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         check_target(args.archive)
     failed = reproduce(args.out, quick=args.quick, steps=steps, force=args.force,
                        progress=not args.no_progress,
-                       echo=lambda line: print(line, flush=True))
+                       echo=lambda line: print(line, flush=True), own=args.own,
+                       own_vcpus=args.own_vcpus, own_queues=args.own_queues)
     if failed:
         raise XbqError(f"step(s) failed: {', '.join(failed)} (see {args.out}/<step>.error.txt "
                        f"and {args.out}/index.html)")

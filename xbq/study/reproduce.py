@@ -51,6 +51,11 @@ class Context:
     out: Path
     quick: bool
     progress: bool = False
+    #: The reader's own fio JSON files for the own_data chapter (``--own``), and their
+    #: guest's vCPUs and rings (None: not stated).
+    own: tuple = ()
+    own_vcpus: int | None = None
+    own_queues: int | None = None
 
     @property
     def figures(self) -> Path:
@@ -191,6 +196,8 @@ def step_native(ctx: Context) -> str:
 CHAPTER_PARAMS = {
     "engines": lambda ctx: {"native_csv": str(ctx.out / "native.csv"),
                             "twin_csv": str(ctx.out / "twin.csv")},
+    "own_data": lambda ctx: {"fio_files": [str(p) for p in ctx.own], "vcpus": ctx.own_vcpus,
+                             "queues": ctx.own_queues} if ctx.own else {},
 }
 #: The data steps each chapter reads.
 CHAPTER_DEPS = {"engines": ("twin", "native")}
@@ -294,11 +301,15 @@ def code_hash() -> str:
     return h.hexdigest()
 
 
-def step_key(step: Step, quick: bool, code: str, commit: str | None, dep_keys: dict) -> str:
-    """The key a step's outcome is reused under (see the module docstring)."""
-    h = hashlib.sha256(json.dumps({"step": step.name, "quick": quick, "code": code,
-                                   "commit": commit, "deps": dep_keys}, sort_keys=True)
-                       .encode())
+def step_key(step: Step, quick: bool, code: str, commit: str | None, dep_keys: dict,
+             extra: str | None = None) -> str:
+    """The key a step's outcome is reused under (see the module docstring); ``extra`` keys
+    what else it reads (the reader's own files)."""
+    what = {"step": step.name, "quick": quick, "code": code, "commit": commit,
+            "deps": dep_keys}
+    if extra is not None:
+        what["extra"] = extra
+    h = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
     _hash_paths(h, step.inputs)
     return h.hexdigest()[:24]
 
@@ -317,8 +328,22 @@ def _save_state(out: Path, state: dict) -> None:
     os.replace(tmp, out / STATE_FILE)
 
 
+def _own_files(own, vcpus, queues) -> tuple[tuple, str | None]:
+    """The reader's fio files as absolute paths, checked, and the key of their contents."""
+    if not own:
+        return (), None
+    paths = tuple(Path(p).resolve() for p in own)
+    h = hashlib.sha256(json.dumps({"vcpus": vcpus, "queues": queues}).encode())
+    for p in paths:
+        if not p.is_file():
+            raise XbqError(f"--own {p}: no such file")
+        h.update(p.read_bytes())
+    return paths, h.hexdigest()[:24]
+
+
 def reproduce(out, *, quick: bool = False, steps=None, force: bool = False,
-              progress: bool = True, echo=print) -> list[str]:
+              progress: bool = True, echo=print, own=(), own_vcpus: int | None = None,
+              own_queues: int | None = None) -> list[str]:
     """Run the study's steps (default: all, in order) into directory ``out``.
 
     Parameters
@@ -335,6 +360,9 @@ def reproduce(out, *, quick: bool = False, steps=None, force: bool = False,
         A progress bar over the steps on a terminal.
     echo : callable
         Receives one line as each step starts and ends.
+    own : sequence of path
+        Your own fio JSON results: the own_data chapter fits them instead of the example
+        (``own_vcpus``, ``own_queues``: the guest's vCPUs and rings they were measured on).
 
     Returns
     -------
@@ -355,16 +383,19 @@ def reproduce(out, *, quick: bool = False, steps=None, force: bool = False,
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise XbqError(f"cannot create {out}: {exc.strerror}") from None
+    own, own_key = _own_files(own, own_vcpus, own_queues)
     state = load_state(out)
     code, commit = code_hash(), git_commit()
     failed = []
     with Progress(len(names), "reproduce", unit="step", quiet=not progress) as bar:
-        ctx = Context(out.resolve(), quick, progress=bar.active)
+        ctx = Context(out.resolve(), quick, progress=bar.active, own=own,
+                      own_vcpus=own_vcpus, own_queues=own_queues)
         say = bar.write if bar.active else echo
         for name in names:
             step = STEPS[name]
             deps = {d: state.get(d, {}).get("key") for d in step.deps}
-            key = step_key(step, quick, code, commit, deps)
+            key = step_key(step, quick, code, commit, deps,
+                           own_key if name == "own_data" else None)
             old = state.get(name, {})
             if (step.cache and not force and old.get("key") == key
                     and old.get("status") == "ok"

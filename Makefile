@@ -48,8 +48,6 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -m benchmark -s -p no:randomly
 
-## JupyterLab on notebooks/ in the project's environment (jupytext keeps each .ipynb and its
-## percent-format .py in step; they are synced first).
 ## JupyterLab on the chapters: each listed once (the paired .py files hidden), and as root
 ## too (JupyterLab refuses root without --allow-root).
 lab: $(STAMP)

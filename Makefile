@@ -49,7 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest -q -m benchmark -s -p no:randomly
 
 ## JupyterLab on the chapters: each listed once (the paired .py files hidden), and as root
-## too (JupyterLab refuses root without --allow-root).
+## too (JupyterLab refuses root without --allow-root); jupytext syncs each .ipynb with its .py first.
 lab: $(STAMP)
 	$(BIN)/jupytext --sync notebooks/*.py
 	$(BIN)/jupyter lab notebooks/ \

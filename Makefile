@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.xbq-installed
 export NUMBA_CACHE_DIR := $(CURDIR)/.numba_cache
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv reproduce test test-slow bench lint lab clean guest-sweep
+.PHONY: all venv reproduce test test-slow bench lint lab clean guest-sweep trust
 
 all: test
 
@@ -39,6 +39,16 @@ guest-sweep: $(STAMP)
 	  $(BIN)/xbq measure --mode sq,mq --jobs 1,4,8,16,32,64 --queues $$v --vcpus $$v \
 	    --iodepth 32 --lock $$lock --duration 1 --warmup 0.3 --reps 5 --seed 0 \
 	    --out data/measured/guest-$(HOST)-$$lock-v$$v.csv; done; done
+
+## The referee's checks of the twin (docs/trust.md): identifiability, the determined
+## calibration, unseen seeds, AIC/BIC, forward and leave-one-out tests, mechanisms (about
+## 40 min on 2 cores), then this machine's microbenchmarks and the twin's prediction of the
+## native sweeps (data/measured/guest-$(HOST)-*.csv) from them.
+trust: $(STAMP)
+	$(BIN)/python -m xbq.study.trust
+	$(BIN)/python -m xbq.study.hostcosts --out data/measured/host-costs-$(HOST).json
+	$(BIN)/python -m xbq.study.twin_native --params data/measured/host-costs-$(HOST).json \
+	  --measured data/measured/guest-$(HOST)-*.csv --out data/predictions/twin-native-$(HOST)
 
 ## Long statistical tests (bootstrap coverage, long simulations).
 test-slow: $(STAMP)

@@ -45,7 +45,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from xbq.study import trust_report as T
-from xbq.study.paths import data_dir
+from xbq.study.paths import calibration_file, data_dir
 from xbq.study.plots import plot_twin_native
 from xbq.study.twin_native import summarise
 
@@ -54,9 +54,7 @@ FIGURES.mkdir(parents=True, exist_ok=True)
 DATA = data_dir()
 data = T.load(checks or DATA / "calibrated" / "trust.json")
 old = json.loads((DATA / "calibrated" / "des-params.json").read_text())
-new = json.loads(Path(data["calibration"]["file"]).read_text()
-                 if Path(data["calibration"]["file"]).is_absolute()
-                 else (DATA.parent / data["calibration"]["file"]).read_text())
+new = json.loads(calibration_file().read_text())
 pct = "{:+.1%}".format
 apct = "{:.1%}".format
 
@@ -181,7 +179,7 @@ T.microbench(costs).style.format(
 
 # %%
 cmp = pd.read_csv(twin_native or DATA / "predictions" / "twin-native-2core.csv",
-                  keep_default_na=False, na_values=[""])
+                  keep_default_na=False)
 fig = plot_twin_native(cmp)
 fig.savefig(FIGURES / "trust-native.png", dpi=110, bbox_inches="tight")
 plt.show()

@@ -131,3 +131,16 @@ def test_a_vcpu_that_polls_before_it_blocks_is_not_woken_through_xen():
     short = run("mq", 1, wake.replace(halt_poll_ns=100.0), iodepth=1)
     assert short["iops"] == pytest.approx(blocks["iops"], rel=0.01)
     assert short["util_vcpu_busy"] > blocks["util_vcpu_busy"]
+
+
+def test_a_backend_thread_that_polls_before_it_sleeps_needs_no_wake_up():
+    # one job, one ring: the backend thread sleeps between the guest's batches. Sleeping at
+    # once pays be_wake_ns and a context switch on every upcall; polling longer than the
+    # gaps pays neither, exactly as a free wake-up with no switch would
+    slow = BASE.replace(be_wake_ns=30_000.0)
+    sleeps = run("mq", 1, slow, iodepth=4)
+    polls = run("mq", 1, slow.replace(be_poll_ns=1e6), iodepth=4)
+    assert polls["iops"] > 1.5 * sleeps["iops"]
+    assert polls["ctx_per_req"] < sleeps["ctx_per_req"]
+    free = run("mq", 1, slow.replace(be_wake_ns=0.0, be_poll_ns=1e6), iodepth=4)
+    assert polls["iops"] == free["iops"]

@@ -48,6 +48,17 @@ def test_two_costs_that_only_act_together_are_not_both_named():
     assert all(v <= identify.THRESHOLD for v in info["selected_se_efolds"].values())
 
 
+def test_a_cost_the_residuals_do_not_depend_on_is_never_determined():
+    J = np.zeros((6, 3))
+    J[0:3, 0] = 1.0
+    J[3:6, 1] = 0.5  # c_ns: a zero column (no point moves with it)
+    info = identify.analyse(J, NAMES, sigma=0.05)
+    assert info["se_efolds"]["c_ns"] == np.inf
+    assert "c_ns" not in info["determined"] and "c_ns" not in info["selected"]
+    assert info["selected"] == ["a_ns", "b_ns"]
+    assert info["se_efolds"]["a_ns"] == pytest.approx(0.05 / np.sqrt(3))
+
+
 def test_select_keeps_everything_when_the_data_determine_everything():
     J = np.eye(3) * 10
     assert identify.select(J, NAMES, sigma=0.05) == NAMES

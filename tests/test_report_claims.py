@@ -61,7 +61,9 @@ def test_the_abstract_reads_its_figures_from_the_data():
     text = abstract(seed, twin)
     assert "peaks at 90k IOPS (8 jobs)" in text and "reach 400k (8 jobs, 4.4x)" in text
     assert "fall to 200k at 64 jobs" in text and "spend 85% of their time spinning" in text
-    # other data, other words: nothing is written in advance
+    assert "the rings' fall is the backend's" in text
+    # other data, other words: with little dom0 spinning the cause is not asserted
     twin.loc[0, "util_dom0_spin"] = 0.05
-    assert "spend 5% of their time" in abstract(seed, twin)
+    text = abstract(seed, twin)
+    assert "spend 5% of their time" in text and "the backend's" not in text
     assert abstract(seed, None).endswith("at 64 jobs.")

@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     steps = None if args.steps is None else [s.strip() for s in args.steps.split(",")]
+    if (args.own_vcpus or args.own_queues) and not args.own:
+        raise XbqError("--own-vcpus and --own-queues describe the files of --own: give them")
     if args.archive:  # refused before anything runs
         from xbq.study.archive import check_target
 
@@ -59,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if args.archive:
         from xbq.study.archive import write_archive
 
-        info = write_archive(args.out, args.archive, quick=args.quick, steps=steps)
+        info = write_archive(args.out, args.archive, quick=args.quick, steps=steps,
+                             own=args.own, own_vcpus=args.own_vcpus,
+                             own_queues=args.own_queues)
         print(f"wrote {info['path']}: {info['bytes'] / 1e6:.1f} MB, {info['members']} files; "
               f"rerun with: tar xzf {info['path']} && {info['command']}")
     return 0

@@ -165,8 +165,10 @@ class FitResult:
                 stderr, cis = {}, {}
                 for j, (nm, owner) in enumerate(prob.free):
                     if owner is None or owner == s:
-                        stderr[nm] = _f(se[j])
-                        cis[nm] = [_f(ci[j, 0]), _f(ci[j, 1])] if ci is not None else None
+                        blind = prob.labels[j] in unmoved  # never fitted: no error, no CI
+                        stderr[nm] = None if blind else _f(se[j])
+                        cis[nm] = [_f(ci[j, 0]), _f(ci[j, 1])] \
+                            if ci is not None and not blind else None
                 entry = dict(params=params, free=sorted(stderr), stderr=stderr, ci=cis,
                              r2=None if failed else _f(_r2(ys, hat)),
                              **({"failed": failed} if failed else {}),

@@ -30,16 +30,18 @@ import base64
 import io
 import json
 import mimetypes
+import os
 import platform
 import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
 from xbq.errors import XbqError
-from xbq.study.paths import REPO_DIR, git_commit
+from xbq.study.paths import REPO_DIR, data_dir, git_commit
 
 #: ``<img src="...">`` references to embed (relative paths only).
 _IMG = re.compile(r'(<img\b[^>]*?\bsrc=)(["\'])(?!data:|https?:|//)([^"\']+)\2', re.I)
@@ -148,7 +150,8 @@ def check_target(path) -> Path:
     return path
 
 
-def write_archive(out, path, *, quick: bool = False, steps=None) -> dict:
+def write_archive(out, path, *, quick: bool = False, steps=None, own=(),
+                  own_vcpus: int | None = None, own_queues: int | None = None) -> dict:
     """Pack the reproduction in ``out`` (``xbq reproduce --out out``) into ``path``.
 
     Parameters
@@ -157,8 +160,9 @@ def write_archive(out, path, *, quick: bool = False, steps=None) -> dict:
         A finished reproduction's directory (``index.html`` in it).
     path : path
         The archive to write (``.tar.gz``); an existing file is refused.
-    quick, steps :
-        How the reproduction was run (the rerun command repeats them).
+    quick, steps, own, own_vcpus, own_queues :
+        How the reproduction was run (the rerun command repeats them; ``own``'s files are
+        packed under ``own/``).
 
     Returns
     -------
@@ -176,8 +180,12 @@ def write_archive(out, path, *, quick: bool = False, steps=None) -> dict:
     stamp = git_commit()  # "abc1234" or "abc1234-dirty"
     commit = stamp.removesuffix("-dirty") if stamp else None
     dirty = stamp.endswith("-dirty") if stamp else None
+    own = [Path(p) for p in own]
     args = " ".join((["--quick"] if quick else [])
-                    + ([f"--steps {','.join(steps)}"] if steps else []))
+                    + ([f"--steps {','.join(steps)}"] if steps else [])
+                    + ([f"--own {' '.join(f'../own/{p.name}' for p in own)}"] if own else [])
+                    + ([f"--own-vcpus {own_vcpus}"] if own and own_vcpus else [])
+                    + ([f"--own-queues {own_queues}"] if own and own_queues else []))
     lock = _pip_freeze()
     state = load_state(out)
     prov = {"commit": commit, "uncommitted_changes": dirty, "version": __version__,
@@ -198,18 +206,22 @@ def write_archive(out, path, *, quick: bool = False, steps=None) -> dict:
         tar.addfile(info, io.BytesIO(data))
         members += 1
 
-    tmp = path.with_name(f".{path.name}.partial")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    tmp = Path(tmp)
     try:
-        with tarfile.open(tmp, "w:gz") as tar:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
             for page in [out / "index.html", *sorted((out / "chapters").glob("*.html"))]:
-                html, _ = embed_images(page.read_text(), page.parent)
+                html, _ = embed_images(page.read_text(errors="replace"), page.parent)
                 add_bytes(tar, f"site/{page.relative_to(out)}", html.encode())
             for f in sorted(out.glob("*.csv")) + sorted(out.glob("*.json")) + \
                     sorted(out.glob("*.md")) + sorted(out.glob("*.txt")):
                 add_bytes(tar, f"site/{f.name}", f.read_bytes())
-            for f in sorted((REPO_DIR / "data").rglob("*")):
+            data = data_dir()
+            for f in sorted(data.rglob("*")):
                 if f.is_file() and not f.name.endswith(".lock"):
-                    add_bytes(tar, f"data/{f.relative_to(REPO_DIR / 'data')}", f.read_bytes())
+                    add_bytes(tar, f"data/{f.relative_to(data)}", f.read_bytes())
+            for f in own:
+                add_bytes(tar, f"own/{f.name}", f.read_bytes())
             src = _source_tar(commit)
             if src is not None:
                 with tarfile.open(fileobj=io.BytesIO(src)) as s:
@@ -236,9 +248,14 @@ def write_archive(out, path, *, quick: bool = False, steps=None) -> dict:
                 date=prov["date"], commit=commit, dirty=" (with uncommitted changes)"
                 if dirty else "", version=__version__, command=prov["command"],
                 python=prov["python"]).encode())
-        tmp.rename(path)
-    except OSError as exc:
+        os.link(tmp, path)  # never over a file made meanwhile (FileExistsError)
+    except FileExistsError:
+        raise XbqError(f"{path} appeared while the archive was written: kept, not "
+                       "replaced") from None
+    except (OSError, ValueError, tarfile.TarError) as exc:
+        raise XbqError(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    finally:
         tmp.unlink(missing_ok=True)
-        raise XbqError(f"cannot write {path}: {exc.strerror or exc}") from None
     return {"path": str(path), "bytes": path.stat().st_size, "members": members,
             "folder": top, "command": f"sh {top}/rerun.sh"}

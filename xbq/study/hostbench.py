@@ -440,9 +440,6 @@ def futex_pingpong(me, ctl, n, chunk, deadline, out):
     return n
 
 
-__all__ = ["pipeline", "lock_loop", "evtchn_loop", "lock_pingpong", "evtchn_pingpong",
-           "wake_pingpong", "futex_pingpong", "clock_pair", "clock_gaps", "STEPS", "REC_WORDS",
-           "CTL_WORDS", "LOCK_WORDS"]
 
 
 @kernel
@@ -459,3 +456,8 @@ def poll_loop(words, spin, out):
             cpu_relax()
         out[r] = cpu_cycles() - t0
     return seen
+
+
+__all__ = ["pipeline", "lock_loop", "evtchn_loop", "lock_pingpong", "evtchn_pingpong",
+           "wake_pingpong", "futex_pingpong", "poll_loop", "clock_pair",
+           "clock_gaps", "STEPS", "REC_WORDS", "CTL_WORDS", "LOCK_WORDS"]

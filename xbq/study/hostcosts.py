@@ -39,7 +39,7 @@ benchmark -> twin field(s): what is timed
 * ``wake`` -> ``vcpu_wake_ns``, ``be_wake_ns``: a thread halted as an idle native vCPU (a
   futex wait), kicked from another CPU (``vcpu_kick``), from the kick to running; ``kick``,
   what the kick costs its sender (``futex_wake``; no twin field);
-* ``poll`` -> ``halt_poll_ns``: the idle native vCPU's spin before it halts
+* ``poll`` -> ``halt_poll_ns``, ``be_poll_ns``: the idle native vCPU's spin before it halts
   (``NativeConfig.spin`` iterations of a look at its state and ``cpu_relax``);
 * ``ctx_switch`` -> ``ctx_switch_ns``: two threads on one CPU hand a futex back and forth,
   half a round trip (wake, sleep, schedule, switch).
@@ -658,6 +658,8 @@ MEASURED = {
     "halt_poll_ns": ("poll", "median", "an idle native vCPU's spin before it halts "
                      "(NativeConfig.spin iterations of its loop: a look at its state and "
                      "cpu_relax); work that comes meanwhile needs no kick"),
+    "be_poll_ns": ("poll", "median", "as halt_poll_ns: a native dom0 vCPU spins as long "
+                   "before it halts, and an upcall meanwhile needs no kick"),
     "ctx_switch_ns": ("ctx_switch", "median", "futex ping-pong of two threads on one CPU, "
                       "half a round trip (the native engine switches jobs inside its vCPU "
                       "loop without a thread switch; this is the host's thread switch)"),

@@ -93,10 +93,25 @@ def jacobian(table, params: DesParams, names, durations, seeds, *, step: float =
     return {"names": names, "residual": r[0], "J": J, "nfev": len(tasks)}
 
 
+#: Singular values at or below this fraction of the largest are directions the data do not
+#: see: a cost with weight on one has an infinite standard error.
+RCOND = 1e-10
+
+
 def _standard_errors(J, sigma):
-    F = J.T @ J / sigma ** 2
-    cov = np.linalg.pinv(F)
-    se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    """Covariance of the log-costs (inverse Fisher information, ``sigma^2 (J^T J)^-1``) and
+    the standard errors; through the SVD, so a direction the data do not see gives the
+    costs along it an infinite error (a pseudo-inverse would give them none)."""
+    _, s, vt = np.linalg.svd(np.asarray(J, float), full_matrices=False)
+    k = vt.shape[1]
+    if s.size < k:  # fewer points than costs: the missing directions are unseen too
+        s = np.concatenate([s, np.zeros(k - s.size)])
+        vt = np.linalg.svd(np.vstack([J, np.zeros((k - J.shape[0], k))]))[2]
+    seen = s > RCOND * max(s[0], 1e-300)
+    w = np.where(seen, sigma ** 2 / np.where(seen, s, 1.0) ** 2, 0.0)
+    cov = (vt.T * w) @ vt
+    blind = np.any(np.abs(vt[~seen]) > 1e-8, axis=0) if (~seen).any() else np.zeros(k, bool)
+    se = np.where(blind, np.inf, np.sqrt(np.clip(np.diag(cov), 0.0, None)))
     return cov, se
 
 
@@ -119,7 +134,7 @@ def analyse(J, names, *, sigma: float, threshold: float = THRESHOLD) -> dict:
         raise XbqError("sigma must be positive")
     s = np.linalg.svd(J, compute_uv=False)
     cov, se = _standard_errors(J, sigma)
-    d = np.sqrt(np.diag(cov))
+    d = np.sqrt(np.clip(np.diag(cov), 1e-300, None))
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = cov / np.outer(d, d)
     strong = [{"a": names[i], "b": names[j], "rho": float(corr[i, j])}

@@ -337,7 +337,10 @@ def _own_files(own, vcpus, queues) -> tuple[tuple, str | None]:
     for p in paths:
         if not p.is_file():
             raise XbqError(f"--own {p}: no such file")
-        h.update(p.read_bytes())
+        try:
+            h.update(p.read_bytes())
+        except OSError as exc:
+            raise XbqError(f"--own {p}: {exc.strerror}") from None
     return paths, h.hexdigest()[:24]
 
 

@@ -55,9 +55,18 @@ from xbq.study.paths import provenance
 MACHINES = [{"job_placement": float(jp), "irq_spread": float(irq), "fe_lock_per_ring": float(fl)}
             for jp in (0, 1) for irq in (0, 1) for fl in (0, 1)]
 #: Discrete choices made with the table in view: the machine setting (one of 8: 3 binary
-#: choices) and three mechanisms switched on after seeing it.
+#: choices) and the three mechanisms switched on after seeing it, each counted only where
+#: the calibration has it on (:func:`choices_of`).
 CHOICES = {"machine setting (1 of 8)": 3, "tag_wait": 1, "vcpu_wake_ns on": 1,
            "be_shared_lock_ns on": 1}
+
+
+def choices_of(params: dict) -> dict:
+    """The discrete choices a calibration made (:data:`CHOICES`), as its parameters show."""
+    on = {"tag_wait": params.get("tag_wait", 0) > 0,
+          "vcpu_wake_ns on": params.get("vcpu_wake_ns", 0) > 0,
+          "be_shared_lock_ns on": params.get("be_shared_lock_ns", 0) > 0}
+    return {c: n for c, n in CHOICES.items() if on.get(c, True)}
 #: The mechanisms switched on (not fitted) in every calibration since issue 13.
 MECHANISMS = {"tag_wait": 1.0, "placements": 16.0}
 ANALYTIC = ("usl", "ticket", "mva", "repairman", "xenblk")
@@ -187,10 +196,11 @@ def run(args) -> dict:
                                (f"{len(chosen)} determined costs",
                                 json.loads(Path(cal["file"]).read_text()))):
                 rel = np.array([p["rel_error"] for p in src["points"]])
-                k = len(src["fitted"]) + sum(CHOICES.values())
+                made = choices_of(src["params"])
+                k = len(src["fitted"]) + sum(made.values())
                 rows.append({"model": "twin, " + label, "costs": len(src["fitted"]),
-                             "choices": sum(CHOICES.values()), "rss": float(rel @ rel),
-                             **_information(float(rel @ rel), n, k)})
+                             "choices": sum(made.values()), "choices_made": list(made),
+                             "rss": float(rel @ rel), **_information(float(rel @ rel), n, k)})
             for m in ANALYTIC:
                 try:
                     res = fit(table, m, joint=True, loo=False, forward=False, seed=0)

@@ -333,6 +333,11 @@ def main(argv=None) -> int:
             except ValueError:
                 raise XbqError(f"--jobs {args.jobs!r} is not a list of integers") from None
             points = points[points["jobs"].isin(keep)]
+        stem = Path(args.out)
+        if stem.suffix in (".csv", ".json"):
+            stem = stem.with_suffix("")
+        if not stem.parent.is_dir():  # before the simulations, not after
+            raise XbqError(f"{stem.parent}: no such folder")
         t0 = time.perf_counter()
         table = compare(points, params, duration=args.duration, seed=args.seed,
                         sq_as=args.sq_as, progress=lambda r: print(
@@ -340,11 +345,6 @@ def main(argv=None) -> int:
                             f"{r['twin_iops'] / 1e3:,.0f}k ({r['rel_error']:+.1%})",
                             file=sys.stderr, flush=True))
         summary = summarise(table)
-        stem = Path(args.out)
-        if stem.suffix in (".csv", ".json"):
-            stem = stem.with_suffix("")
-        if not stem.parent.is_dir():
-            raise XbqError(f"{stem.parent}: no such folder")
         result = {
             "summary": summary, "rows": json.loads(table.to_json(orient="records")),
             "params_file": str(args.params), "params": params.to_dict(),

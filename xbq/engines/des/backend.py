@@ -189,6 +189,7 @@ def be_step(tw, io, P, cpu, r, ph, t):
             return
         d.be_state = BE_ASLEEP
         d.be_slept = 1
+        d.be_sleep_since = t
         task_end(tw, P, cpu, t)
         return
     if ph == PH_BE_BATCH and belock >= 0 and P.be_shared_lock_ns > 0.0:

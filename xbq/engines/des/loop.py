@@ -97,12 +97,17 @@ def blkif_interrupt_event(tw, P, r, t):
 @kernel(forceinline=True)
 def xen_blkif_be_int(tw, io, P, r, t):
     """dom0's upcall handler: clear the channel, set ``waiting_reqs``, wake the thread (it
-    runs ``be_wake_ns`` later)."""
+    runs ``be_wake_ns`` later; at once, without a switch, while it still polls:
+    ``be_poll_ns``)."""
     evtchn_test_and_clear_pending(io.be.evtchn, io.be.rings[r].evtchn)
     d = tw.drings[r]
     if d.be_state == BE_ASLEEP:
         d.be_state = BE_AWAKE
-        push_line(tw.heap, tw.evl[0], LINE_WAKE, t + ns(P.be_wake_ns),
+        delay = ns(P.be_wake_ns)
+        if t < d.be_sleep_since + ns(P.be_poll_ns):  # still polling: never slept
+            delay = 0
+            d.be_slept = 0
+        push_line(tw.heap, tw.evl[0], LINE_WAKE, t + delay,
                   np.int64(EV_XEN_BLKIF_SCHEDULE), r)
     else:
         d.be_again = 1

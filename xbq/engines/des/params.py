@@ -106,6 +106,10 @@ class Costs(BaseModel):
         "EVTCHNOP_send hypercall, charged to the sender's CPU")
     evtchn_latency_ns: float = _cost(2000.0, 0.0, 50000.0,
         'from the send to the upcall on the receiving vCPU')
+    be_poll_ns: float = _cost(0.0, 0.0, 1000000.0,
+        "dom0: the backend thread polls for work this long before it sleeps; an upcall "
+        "while it polls wakes it at once, with no be_wake_ns and no context switch (the "
+        "native engine's dom0 vCPUs spin before they halt; 0: sleeps at once, the default)")
     be_wake_ns: float = _cost(3000.0, 0.0, 100000.0,
         "dom0: from the backend's upcall to its thread running")
 

@@ -165,13 +165,13 @@ IO_DTYPE = np.dtype([
 #: the backend thread's state (``BE_*``) and "more work" flag, requests of its batch still
 #: to take the shared lock, whether its thread slept, its queue's requests (blk-mq tags) in
 #: use, the jobs asleep waiting for one and where the next wake-up scan starts, the next
-#: task after its interrupt and after its thread on their run queues, and the frontend's
-#: and backend's counters at the start and the end of the window.
+#: task after its interrupt and after its thread on their run queues, since when its thread
+#: sleeps, and the frontend's and backend's counters at the start and the end of the window.
 DRING_DTYPE_FIELDS = [
     ("irq_vcpu", "<i8"), ("be_vcpu", "<i8"), ("irq_state", "<i8"), ("irq_again", "<i8"),
     ("irq_ndone", "<i8"), ("be_state", "<i8"), ("be_again", "<i8"), ("be_n", "<i8"),
     ("be_slept", "<i8"), ("tags", "<i8"), ("tag_wait", "<i8"), ("tag_rr", "<i8"),
-    ("irq_next", "<i8"), ("be_next", "<i8"),
+    ("irq_next", "<i8"), ("be_next", "<i8"), ("be_sleep_since", "<i8"),
 ]
 
 #: One slot of a ring (``ring * nr_ents + slot``): the device completion waiting in it for

@@ -64,7 +64,7 @@ def test_the_committed_checks_are_whole_and_consistent():
     assert again["se_efolds"] == pytest.approx(ident["se_efolds"], rel=1e-9)
     # every point left out once, and the twin's per-seed rows are the twelve points
     loo = T.loo(data["loo"])
-    assert len(loo) == 12 and set(zip(loo["series"], loo["jobs"])) == set(
+    assert len(loo) == 12 and set(zip(loo["series"], loo["jobs"], strict=True)) == set(
         (p["series"], p["jobs"]) for p in data["calibration"]["points"])
     assert all(len(r["rel_error"]) == 12 for runs in data["seeds"]["calibrations"].values()
                for r in runs)

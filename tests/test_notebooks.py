@@ -62,9 +62,12 @@ def test_index_has_the_study_and_its_provenance(study):
     imgs = re.findall(r'<img src="([^"]+)"', text)
     assert len(imgs) >= 8 and all((out / i).is_file() for i in imgs)
     assert text.count("Regenerate: <code>xbq reproduce") == len(imgs)
-    for needle in ("published multi_ring", "twin error multi_ring", "this machine sq",
+    for needle in ("published multi_ring", "twin error multi_ring", "Table 2. The native "
+                   "engine on this machine", "sq mean (min-max)", "<b>Answer.</b>",
+                   "https://lkml.org/lkml/2015/2/15/46",
                    "peaks at 372k IOPS at 8 jobs", "numba", "scipy", "Commit", "memory",
-                   "What-ifs", "Fitting your own data", 'href="chapters/whatif.html"'):
+                   "What-ifs", "Fitting your own data", 'href="chapters/whatif.html"',
+                   'href="chapters/trust.html"'):
         assert needle in text, needle
     assert "Step(s) failed" not in text
 

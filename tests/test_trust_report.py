@@ -84,3 +84,20 @@ def test_plot_twin_native_draws_one_panel_per_sweep():
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) == 3
     assert visible[0].get_xlabel() == "fio jobs" and "IOPS" in visible[0].get_ylabel()
+
+
+def test_every_figure_names_a_series_the_same_way_and_stays_readable():
+    from xbq.study.plots import plot_iops
+
+    native = pd.DataFrame([dict(mode=m, jobs=j, iops=1e5 * j) for m in ("sq", "mq")
+                           for j in (1, 4)])
+    seed = native.rename(columns={"mode": "series"}).replace(
+        {"series": {"sq": "single_ring", "mq": "multi_ring"}})
+    fig = plot_iops({"a": seed, "b": native, "c": native})
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 3 and len(fig.axes) == 4  # two a row
+    for ax in shown:
+        labels = {t.get_text() for t in ax.get_legend().get_texts()}
+        assert labels == {"single_ring", "multi_ring"}
+        assert ax.get_xlabel() == "fio jobs" and ax.get_ylabel() == "IOPS (thousands)"
+    assert fig.get_size_inches()[0] <= 10.5

@@ -12,6 +12,8 @@ import pandas as pd
 import seaborn as sns
 
 SERIES_COLORS = {"single_ring": "#c0392b", "multi_ring": "#2471a3"}
+#: One name per series in every figure: the engines' modes by the seed's series names.
+MODE_SERIES = {"sq": "single_ring", "mq": "multi_ring", "mq1": "one blk-mq queue"}
 
 
 def _color(series: str, k: int) -> str:
@@ -66,19 +68,24 @@ def plot_iops(frames: dict[str, pd.DataFrame], *, x: str = "jobs", title: str | 
         ``{panel title: frame}``; each frame has ``series`` (or ``mode``), ``x`` and ``iops``
         (repetitions are averaged, with their range as error bars).
     """
-    fig, axes = plt.subplots(1, len(frames), figsize=(4.2 * len(frames), 3.2), squeeze=False)
-    for ax, (name, df) in zip(axes.flat, frames.items(), strict=True):
+    ncols = min(len(frames), 2)  # at most two panels a row: readable at the page's width
+    nrows = -(-len(frames) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, (name, df) in zip(axes.flat, frames.items(), strict=False):
         key = "series" if "series" in df else "mode"
         for k, (s, g) in enumerate(df.groupby(key, sort=True)):
+            label = MODE_SERIES.get(s, s)
             agg = g.groupby(x)["iops"].agg(["mean", "min", "max"]).reset_index()
             err = np.vstack([agg["mean"] - agg["min"], agg["max"] - agg["mean"]]) / 1e3
             ax.errorbar(agg[x], agg["mean"] / 1e3, yerr=err, marker="o", ms=4, capsize=2,
-                        color=_color(s, k), label=s)
+                        color=_color(label, k), label=label)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel(x)
-        ax.set_ylabel("kIOPS")
+        ax.set_xlabel("fio jobs" if x == "jobs" else x)
+        ax.set_ylabel("IOPS (thousands)")
         ax.set_title(name, fontsize=10)
         ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(frames):]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -167,8 +174,6 @@ def plot_whatifs(frame: pd.DataFrame):
     return fig
 
 
-MODE_COLORS = {"sq": SERIES_COLORS["single_ring"], "mq": SERIES_COLORS["multi_ring"]}
-
 
 def plot_twin_native(table: pd.DataFrame):
     """Measured native IOPS (mean over repetitions, min-max as error bars) and the twin's
@@ -188,12 +193,13 @@ def plot_twin_native(table: pd.DataFrame):
     for ax, src in zip(axes.flat, sources, strict=False):
         for mode, g in table[table["source"] == src].groupby("mode", sort=True):
             g = g.sort_values("jobs")
-            c = MODE_COLORS.get(mode, "#555555")
+            name = MODE_SERIES.get(mode, mode)
+            c = SERIES_COLORS.get(name, "#555555")
             err = np.vstack([g["iops_mean"] - g["iops_min"], g["iops_max"] - g["iops_mean"]])
             ax.errorbar(g["jobs"], g["iops_mean"] / 1e3, yerr=err / 1e3, marker="o", ms=4,
-                        capsize=2, color=c, label=f"{mode} measured")
+                        capsize=2, color=c, label=f"{name} measured")
             ax.plot(g["jobs"], g["twin_iops"] / 1e3, ls="--", marker="x", color=c,
-                    label=f"{mode} twin")
+                    label=f"{name} twin")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("fio jobs")
         ax.set_ylabel("IOPS (thousands)")

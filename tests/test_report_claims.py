@@ -67,3 +67,19 @@ def test_the_abstract_reads_its_figures_from_the_data():
     text = abstract(seed, twin)
     assert "spend 5% of their time" in text and "the backend's" not in text
     assert abstract(seed, None).endswith("at 64 jobs.")
+
+
+def test_not_at_names_only_where_the_single_ring_is_ahead():
+    # the fresh clone's measurement: rings clearly ahead at 4 jobs, behind at 16, and the
+    # repetitions overlap at 1, 2 and 8
+    jobs = (1, 2, 4, 8, 16)
+    rows = []
+    for j, sq, mq in zip(jobs, ((2.0, 2.6), (2.0, 2.5), (1.0, 1.1), (1.4, 1.6), (1.5, 1.6)),
+                         ((1.9, 2.8), (2.2, 2.4), (1.5, 1.7), (1.5, 1.7), (1.0, 1.1)),
+                         strict=True):
+        for r, (a, b) in enumerate(zip(sq, mq, strict=True)):
+            rows += [dict(mode="sq", jobs=j, rep=r, iops=a * 1e6, usable_cpus=2),
+                     dict(mode="mq", jobs=j, rep=r, iops=b * 1e6, usable_cpus=2)]
+    text = native_claims(pd.DataFrame(rows))[0]
+    assert "beat the single ring at 4 jobs, not at 16 (" in text
+    assert "At 1, 2 and 8 jobs the two overlap" in text

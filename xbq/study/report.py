@@ -187,11 +187,15 @@ def native_claims(native: pd.DataFrame) -> list[str]:
     elif beats.all():
         where = f"at every job count measured ({_jobs_list(jobs)})"
     else:
+        # "not at": where the single ring is ahead; where the ranges overlap, nothing is said
+        # here (the overlap sentence below names those counts)
+        behind = ~beats & ~overlap if reps > 1 else ~beats
         first = int(np.flatnonzero(~beats.to_numpy())[-1]) + 1  # after the last miss
-        if first < len(beats):
-            where = f"from {int(jobs[first])} jobs on (not at {_jobs_list(jobs[~beats])})"
-        else:
-            where = f"at {_jobs_list(jobs[beats])} jobs, not at {_jobs_list(jobs[~beats])}"
+        start = (f"from {int(jobs[first])} jobs on" if first < len(beats)
+                 else f"at {_jobs_list(jobs[beats])} jobs")
+        where = start + (f" (not at {_jobs_list(jobs[behind])})" if first < len(beats)
+                         and behind.any() else
+                         f", not at {_jobs_list(jobs[behind])}" if behind.any() else "")
     spread = (f" (each point {reps} repetitions; beating means the rings' worst repetition "
               "above the single ring's best)" if reps > 1 else " (one run a point)")
     text = (f"On this machine ({cpus} CPUs) the per-queue rings beat the single ring "

@@ -49,7 +49,10 @@ def test_the_archive_holds_site_data_source_environment_and_the_command(study):
     page = (top / "site" / "index.html").read_text()
     assert 'src="data:image/png;base64,' in page
     assert 'src="figures/' not in page
-    assert "--quick --steps seed,models,twin" in (top / "rerun.sh").read_text()
+    script = (top / "rerun.sh").read_text()
+    assert "--quick --steps seed,models,twin" in script
+    # the environment's Python is named absolutely: the command runs from source/
+    assert 'PY="$PWD/.venv/bin/python"' in script and "\ncd source\n" in script
 
 
 def test_the_command_it_names_reruns_the_twins_and_the_fits_numbers(study):

@@ -102,7 +102,7 @@ else
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet -r environment/requirements.lock
   .venv/bin/python -m pip install --quiet --no-deps -e source
-  PY=.venv/bin/python
+  PY="$PWD/.venv/bin/python"
 fi
 cd source
 PYTHONHASHSEED=0 NUMBA_CACHE_DIR="$PWD/../.numba_cache" "$PY" -m xbq reproduce --out ../rerun {args}

@@ -57,7 +57,7 @@ def test_committed_predictions_name_their_command_and_commit():
 def test_calibration_checks_refit_other_seeds_and_predict_the_held_out_points():
     from concurrent.futures import ThreadPoolExecutor
 
-    from xbq.study.calibration import _pool_mapper, forward_test, seed_intervals
+    from xbq.study.calibration import forward_test, pool_mapper, seed_intervals
     from xbq.study.datasets import load_seed
 
     d = json.loads(CALIBRATED.read_text())
@@ -67,7 +67,7 @@ def test_calibration_checks_refit_other_seeds_and_predict_the_held_out_points():
     d["machine"] = {**d["machine"], "placements": 2.0}
     table = load_seed()
     with ThreadPoolExecutor(2) as pool:
-        iv = seed_intervals(table, d, seeds=(2, 3), max_nfev=1, mapper=_pool_mapper(pool))
+        iv = seed_intervals(table, d, seeds=(2, 3), max_nfev=1, mapper=pool_mapper(pool))
     serial = seed_intervals(table, d, seeds=(2, 3), max_nfev=1)
     assert iv == serial  # the refits land in their seeds' places whatever order they finish
     assert iv["seeds"] == [2, 3]

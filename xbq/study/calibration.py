@@ -37,12 +37,7 @@ def seed_intervals(table, result: dict, *, seeds=(2, 3, 4, 5), max_nfev: int = 4
     base = DesParams(**result["params"])
     fit_durations = [result["fit"]["fit_requests"] / m for m in table["iops"].to_numpy(float)]
     tasks = [(table, names, base, fit_durations, int(s), max_nfev) for s in seeds]
-    if mapper is None:
-        outs = [fit_machine(t) for t in tasks]
-    else:
-        outs = [None] * len(tasks)
-        for j, out in mapper(fit_machine, tasks):
-            outs[j] = out
+    outs = map_in_order(fit_machine, tasks, mapper)
     out = {"seeds": list(map(int, seeds)), "max_nfev": max_nfev, "params": {}}
     for n in names:
         v = float(getattr(base, n))
@@ -118,7 +113,19 @@ def report(checks: dict) -> str:
     return "\n".join(L)
 
 
-def _pool_mapper(pool):
+def map_in_order(fn, tasks, mapper=None) -> list:
+    """``fn`` over ``tasks``, the results in the tasks' order: one after another, or through
+    ``mapper(fn, tasks)``, which yields ``(index, result)`` in any order (:func:`pool_mapper`,
+    :func:`xbq.sweep.mapper`)."""
+    if mapper is None:
+        return [fn(t) for t in tasks]
+    out = [None] * len(tasks)
+    for j, res in mapper(fn, tasks):
+        out[j] = res
+    return out
+
+
+def pool_mapper(pool):
     """A ``mapper(fn, tasks)`` on a :class:`concurrent.futures.Executor`: yields
     ``(index, fn(task))`` as the tasks finish."""
     def run_all(fn, items):
@@ -153,7 +160,7 @@ def main(argv=None) -> int:
         mapper = None
         if args.workers > 0:
             pool = ProcessPoolExecutor(args.workers)
-            mapper = _pool_mapper(pool)
+            mapper = pool_mapper(pool)
         result["intervals"] = seed_intervals(table, result, seeds=seeds, mapper=mapper)
         result["forward"] = forward_test(table, result)
     except (XbqError, OSError, ValueError) as exc:

@@ -81,13 +81,9 @@ def jacobian(table, params: DesParams, names, durations, seeds, *, step: float =
         steps.append(up - dn)
         for x in (up, dn):
             tasks.append((table, {**base, n: float(np.exp(x))}, list(durations), seeds))
-    out = [None] * len(tasks)
-    if mapper is None:
-        out = [_evaluate(t) for t in tasks]
-    else:
-        for j, iops in mapper(_evaluate, tasks):
-            out[j] = iops
-    r = [np.asarray(o, float) / measured - 1.0 for o in out]
+    from xbq.study.calibration import map_in_order
+
+    r = [np.asarray(o, float) / measured - 1.0 for o in map_in_order(_evaluate, tasks, mapper)]
     J = np.column_stack([(r[1 + 2 * k] - r[2 + 2 * k]) / steps[k]
                          for k in range(len(names))])
     return {"names": names, "residual": r[0], "J": J, "nfev": len(tasks)}

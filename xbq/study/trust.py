@@ -114,7 +114,7 @@ class Steps:
 def run(args) -> dict:
     from concurrent.futures import ProcessPoolExecutor
 
-    from xbq.study.calibration import _pool_mapper
+    from xbq.study.calibration import map_in_order, pool_mapper
     from xbq.study.datasets import load_seed
 
     table = load_seed()
@@ -129,7 +129,7 @@ def run(args) -> dict:
     old_names = [f["name"] for f in old["fitted"]]
     steps = Steps(args.out)
     pool = ProcessPoolExecutor(args.workers) if args.workers > 1 else None
-    mapper = _pool_mapper(pool) if pool else None
+    mapper = pool_mapper(pool) if pool else None
 
     def jac(params, names):
         d = identify.jacobian(table, params, names, durations, seeds, mapper=mapper)
@@ -260,12 +260,7 @@ def run(args) -> dict:
                 tasks.append((train, list(chosen), base,
                               [args.fit_requests / m for m in train["iops"]], seeds,
                               args.loo_nfev))
-            fits = [None] * len(tasks)
-            if mapper is None:
-                fits = [fit_machine(t) for t in tasks]
-            else:
-                for j, out in mapper(fit_machine, tasks):
-                    fits[j] = out
+            fits = map_in_order(fit_machine, tasks, mapper)
             points = []
             for i, f in enumerate(fits):
                 one = table.iloc[[i]].reset_index(drop=True)
